@@ -1,0 +1,95 @@
+"""Ground-truth-factor datasets: procedural stand-ins and the real benchmarks.
+
+`get_dataset(config.data)` is the entry point. `data_config` fields:
+  name: a key of `DATASETS` ("dsprites_procedural", "shapes3d_procedural", "dsprites",
+    "shapes3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "smallnorb", "cars3d").
+  source: "files" (default) or "tfds" (dsprites, shapes3d, smallnorb); ignored for procedural.
+  data_dir: "" = `$GMG_DATA_DIR`, then ~/gmg_data.
+  image_size: image side (any for procedural sets; 64 for the real ones, SmallNORB and Cars3D
+    may be resized to other sizes).
+  on_device (optional, default "auto"): see `gmg_jax.data.files.place`.
+  device_budget_gb (optional): the "auto" budget; default half the accelerator memory.
+  manual_dir (optional, tfds only): directory with already downloaded original files.
+
+The returned dataset is jittable (`dataset.jittable`: a pytree to pass into `jax.jit`) or a
+host dataset (numpy images from a memory map; draw batches outside the jitted step).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from gmg_jax.data import files, procedural
+from gmg_jax.data.base import (
+    ArrayDataset,
+    DataFileError,
+    GroundTruthDataset,
+    HostArrayDataset,
+)
+from gmg_jax.data.procedural import ProceduralDataset
+
+__all__ = [
+    "DATASETS", "ArrayDataset", "DataFileError", "GroundTruthDataset", "HostArrayDataset",
+    "ProceduralDataset", "get_dataset",
+]
+
+
+def _tfds_loader(*args: Any, **kwargs: Any) -> GroundTruthDataset:
+    # Imported lazily: tensorflow-datasets is an optional extra.
+    from gmg_jax.data import tfds as tfds_source
+
+    return tfds_source.load_tfds(*args, **kwargs)
+
+
+_SOURCES: dict[str, Callable[..., GroundTruthDataset]] = {
+    "files": files.load_files,
+    "tfds": _tfds_loader,
+}
+
+
+def _real(name: str, data_config: Any) -> GroundTruthDataset:
+    source = getattr(data_config, "source", "files") or "files"
+    if source not in _SOURCES:
+        raise ValueError(f"data.source must be one of {sorted(_SOURCES)}, got {source!r}.")
+    kwargs = dict(
+        data_dir=getattr(data_config, "data_dir", "") or "",
+        image_size=int(getattr(data_config, "image_size", 64)),
+        on_device=getattr(data_config, "on_device", "auto"),
+        device_budget_gb=getattr(data_config, "device_budget_gb", None),
+    )
+    if source == "tfds":
+        kwargs["manual_dir"] = getattr(data_config, "manual_dir", None) or None
+    return _SOURCES[source](name, **kwargs)
+
+
+def _procedural(make: Callable[[int], ProceduralDataset], data_config: Any) -> ProceduralDataset:
+    return make(int(getattr(data_config, "image_size", 64)))
+
+
+DATASETS: dict[str, Callable[[Any], GroundTruthDataset]] = {
+    "dsprites_procedural": functools.partial(_procedural, procedural.dsprites_procedural),
+    "shapes3d_procedural": functools.partial(_procedural, procedural.shapes3d_procedural),
+    **{name: functools.partial(_real, name) for name in files.SPECS},
+}
+
+
+def get_dataset(data_config: Any) -> GroundTruthDataset:
+    """Builds the dataset named by `data_config.name`.
+
+    Args:
+      data_config: `config.data` (an ml_collections ConfigDict or any attribute object).
+
+    Returns:
+      A `GroundTruthDataset` (jittable or host, see `dataset.jittable`).
+
+    Raises:
+      ValueError: unknown name or source.
+      DataFileError: missing or corrupt files (the message names the file, every searched
+        directory and the download command).
+    """
+    name = data_config.name
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}.")
+    return DATASETS[name](data_config)

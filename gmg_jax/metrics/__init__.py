@@ -1,0 +1,58 @@
+"""Disentanglement metrics matching google-research/disentanglement_lib.
+
+Every metric is a function of arrays (codes [N, D], factors [N, K]) -> dict with
+disentanglement_lib's keys, in two modes: `exact` (default; the same estimators,
+discretization and hyperparameters, so equal inputs give equal numbers) and `fast`
+(vectorized / JAX estimators of the same quantities). `compute_metrics` samples a dataset,
+encodes it and runs metrics by name.
+"""
+
+from gmg_jax.metrics.dci import completeness, dci, disentanglement, importance_matrix
+from gmg_jax.metrics.explicitness import explicitness, modularity_explicitness
+from gmg_jax.metrics.information import (
+    MODES,
+    discrete_entropy,
+    discrete_mutual_info,
+    histogram_discretize,
+    mig,
+    modularity,
+)
+from gmg_jax.metrics.sampled import (
+    beta_vae_accuracy,
+    beta_vae_score,
+    encode,
+    factor_vae_accuracy,
+    factor_vae_score,
+    factor_vae_votes,
+    sample_beta_vae_batches,
+    sample_factor_vae_batches,
+)
+from gmg_jax.metrics.sap import sap, sap_score_matrix
+from gmg_jax.metrics.suite import METRIC_NAMES, compute_metrics
+
+__all__ = [
+    "METRIC_NAMES",
+    "MODES",
+    "beta_vae_accuracy",
+    "beta_vae_score",
+    "completeness",
+    "compute_metrics",
+    "dci",
+    "discrete_entropy",
+    "discrete_mutual_info",
+    "disentanglement",
+    "encode",
+    "explicitness",
+    "factor_vae_accuracy",
+    "factor_vae_score",
+    "factor_vae_votes",
+    "histogram_discretize",
+    "importance_matrix",
+    "mig",
+    "modularity",
+    "modularity_explicitness",
+    "sample_beta_vae_batches",
+    "sample_factor_vae_batches",
+    "sap",
+    "sap_score_matrix",
+]

@@ -1,0 +1,315 @@
+"""Tests for gmg_jax.gmg: costs, distortion, entropic GW and the Gromov-Monge gap."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+from jax import enable_x64
+
+from gmg_jax import gmg
+
+COSTS = ("sqeuclidean", "scaled_sqeuclidean", "cosine")
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(0)
+
+
+def _rotation(rng, d):
+  q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+  return q
+
+
+def _brute_force_gw(cost_xx, cost_yy):
+  """Exact GW energy (our 1/2 convention) by enumerating permutation couplings.
+
+  For (scaled) squared Euclidean costs, both conditionally negative definite, the energy is
+  concave on the transport polytope, so its minimum over all couplings is at a permutation.
+  """
+  n = cost_xx.shape[0]
+  best = np.inf
+  for perm in itertools.permutations(range(n)):
+    diff = cost_xx - cost_yy[np.ix_(perm, perm)]
+    best = min(best, 0.5 * np.mean(diff**2))
+  return best
+
+
+# ---------------------------------------------------------------------------- costs
+
+
+def test_cost_matrices_against_loops(rng):
+  x = rng.normal(size=(7, 3, 2)).astype(np.float32)
+  x[2] = 0.0  # a zero vector under the cosine cost
+  flat = x.reshape(7, -1)
+  sq = np.array([[np.sum((a - b) ** 2) for b in flat] for a in flat])
+  norms = np.maximum(np.linalg.norm(flat, axis=1), 1e-6)
+  cos = np.array([[1 - a @ b / (na * nb) for b, nb in zip(flat, norms)]
+                  for a, na in zip(flat, norms)])
+  np.fill_diagonal(cos, 0.0)
+  np.testing.assert_allclose(gmg.cost_matrix(x, "sqeuclidean"), sq, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gmg.cost_matrix(x, "scaled_sqeuclidean"), sq / sq.mean(),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gmg.cost_matrix(x, "cosine"), cos, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_cost_names_the_choices():
+  with pytest.raises(ValueError, match="cosine"):
+    gmg.cost_matrix(jnp.ones((3, 2)), "l1")
+
+
+def test_gw_energy_of_identity_is_distortion_and_matches_quadruple_sum(rng):
+  n = 5
+  cx = gmg.cost_matrix(rng.normal(size=(n, 3)), "sqeuclidean")
+  cy = gmg.cost_matrix(rng.normal(size=(n, 2)), "sqeuclidean")
+  plan = rng.random((n, n))
+  plan /= plan.sum()
+  loops = 0.5 * sum((cx[i, k] - cy[j, l]) ** 2 * plan[i, j] * plan[k, l]
+                    for i, j, k, l in itertools.product(range(n), repeat=4))
+  np.testing.assert_allclose(gmg.gw_energy(cx, cy, plan), loops, rtol=1e-5)
+  np.testing.assert_allclose(gmg.gw_energy(cx, cy, jnp.eye(n) / n), gmg.distortion(cx, cy),
+                             rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- GW solver
+
+
+# Sinkhorn converges slowly where the entropic plan is nearly a permutation (entries ~1e-20),
+# so each size gets an epsilon at which both solvers reach the tight tolerances below.
+@pytest.mark.parametrize(("n", "epsilon"), [(8, 0.2), (16, 0.1), (32, 0.1), (64, 0.1)])
+def test_entropic_gw_matches_pot(rng, n, epsilon):
+  # ott at epsilon equals POT at 2 * epsilon; both energies without the 1/2 (DESIGN.md §10).
+  x, y = rng.normal(size=(n, 5)), np.tanh(rng.normal(size=(n, 3)))
+  with enable_x64():
+    cx = np.asarray(gmg.cost_matrix(jnp.asarray(x), "scaled_sqeuclidean"))
+    cy = np.asarray(gmg.cost_matrix(jnp.asarray(y), "scaled_sqeuclidean"))
+    plan, converged, _ = gmg.entropic_gw_plan(
+        cx, cy, epsilon, init="product", threshold=1e-8, sinkhorn_threshold=1e-9,
+        max_iterations=500, sinkhorn_max_iterations=5000)
+    ours = 2.0 * float(gmg.gw_energy(cx, cy, plan))
+  p = np.full(n, 1.0 / n)
+  theirs = ot.gromov.entropic_gromov_wasserstein2(
+      cx, cy, p, p, loss_fun="square_loss", epsilon=2 * epsilon, tol=1e-11, max_iter=1000)
+  assert bool(converged)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+
+
+def test_small_epsilon_recovers_a_planted_matching_like_brute_force(rng):
+  # y is a rotated, permuted, slightly noisy copy of x: the exact GW optimum is the
+  # permutation, found by brute force; the solver at small epsilon must reach its value.
+  n = 6
+  with enable_x64():
+    for _ in range(3):
+      x = rng.normal(size=(n, 3))
+      perm = rng.permutation(n)
+      y = x[perm] @ _rotation(rng, 3) + 0.01 * rng.normal(size=(n, 3))
+      cx = np.asarray(gmg.cost_matrix(jnp.asarray(x), "scaled_sqeuclidean"))
+      cy = np.asarray(gmg.cost_matrix(jnp.asarray(y), "scaled_sqeuclidean"))
+      plan, _, _ = gmg.entropic_gw_plan(cx, cy, 1e-3, threshold=1e-9, sinkhorn_threshold=1e-10,
+                                        max_iterations=300, sinkhorn_max_iterations=20000)
+      np.testing.assert_allclose(gmg.gw_energy(cx, cy, plan), _brute_force_gw(cx, cy),
+                                 rtol=1e-3, atol=1e-7)
+      # The plan is the planted permutation: x_i is matched to y_{perm^-1(i)}.
+      np.testing.assert_array_equal(np.argmax(plan, axis=1), np.argsort(perm))
+
+
+def test_solver_energy_never_beats_the_exact_optimum(rng):
+  n = 6
+  with enable_x64():
+    for _ in range(4):
+      x, y = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
+      cx = np.asarray(gmg.cost_matrix(jnp.asarray(x), "sqeuclidean"))
+      cy = np.asarray(gmg.cost_matrix(jnp.asarray(y), "sqeuclidean"))
+      exact = _brute_force_gw(cx, cy)
+      gap, info = gmg.gromov_monge_gap_from_costs(cx, cy, epsilon_0=1e-3)
+      assert float(info.gw_energy) >= exact * (1 - 1e-6)
+      # The gap never exceeds the exact GMG, DST - GW_exact.
+      assert float(gap) <= float(info.distortion) - exact + 1e-9
+
+
+# ---------------------------------------------------------------------------- the gap
+
+
+def _isometric_images(rng, x, cost):
+  q = _rotation(rng, x.shape[1])
+  if cost == "sqeuclidean":
+    return x @ q + 3.0  # rotation + translation
+  if cost == "scaled_sqeuclidean":
+    return 2.5 * x @ q - 1.0  # + global scale
+  return 0.3 * x @ q  # cosine: scaling and rotation, no translation
+
+
+@pytest.mark.parametrize("cost", COSTS)
+@pytest.mark.parametrize("epsilon_0", [0.003, 0.01, 0.1])
+def test_gap_of_an_isometry_is_zero(rng, cost, epsilon_0):
+  x = rng.normal(size=(64, 12)).astype(np.float32)
+  y = _isometric_images(rng, x, cost).astype(np.float32)
+  gap, info = jax.jit(lambda x, y: gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=epsilon_0))(x, y)
+  # The gap is bounded by the distortion, which for an isometry is float32 round-off of the
+  # cost matrices (relative 1e-6 of the squared cost scale). The entropic bias never enters
+  # the value (module docstring): no epsilon-sized tolerance is needed.
+  scale = float(jnp.mean(gmg.cost_matrix(x, cost))) ** 2
+  assert 0.0 <= float(gap) <= float(info.distortion) <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("cost", COSTS)
+def test_gap_of_a_tearing_map_is_its_distortion(rng, cost):
+  # A map that shuffles the batch onto itself: the image cloud is isometric to the source,
+  # so GW = 0, while the map's own coupling has a large distortion: GMG = DST > 0.
+  x = rng.normal(size=(64, 12)).astype(np.float32)
+  y = x[rng.permutation(64)]
+  gap, info = gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=0.003)
+  assert float(info.distortion) > 0.05 * float(jnp.mean(gmg.cost_matrix(x, cost))) ** 2
+  np.testing.assert_allclose(gap, info.distortion, rtol=2e-2)
+
+
+@pytest.mark.parametrize("cost", COSTS)
+def test_gap_is_between_zero_and_distortion_on_random_maps(rng, cost):
+  f = jax.jit(lambda x, y, e: gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=e))
+  positive = 0
+  for seed in range(6):
+    x = rng.normal(size=(48, 8)).astype(np.float32)
+    w = rng.normal(size=(8, 4)).astype(np.float32)
+    y = np.tanh(x @ w * (seed + 1) / 3) + 0.2 * rng.normal(size=(48, 4)).astype(np.float32)
+    for epsilon_0 in (0.003, 0.01, 0.1):
+      gap, info = f(x, y, epsilon_0)
+      assert 0.0 <= float(gap) <= float(info.distortion)
+      assert float(info.gw_energy) + float(gap) >= float(info.distortion) * (1 - 1e-6)
+      positive += float(gap) > 0
+  assert positive >= 6  # the small-epsilon solves find couplings better than the map's own
+
+
+def test_near_isometry_at_small_epsilon_is_non_negative(rng):
+  # Where a naive DST - E(P_eps) goes negative (DESIGN.md §10), the gap stays >= 0.
+  x = rng.normal(size=(64, 10)).astype(np.float32)
+  y = x @ _rotation(rng, 10) + 1e-3 * rng.normal(size=(64, 10)).astype(np.float32)
+  for epsilon_0 in (0.003, 0.01, 0.03):
+    gap, info = gmg.gromov_monge_gap(x, y, cost="cosine", epsilon_0=epsilon_0)
+    assert float(info.distortion) - float(info.gw_energy) < 0  # the naive gap's sign
+    assert float(gap) == 0.0 and bool(info.identity_won)
+
+
+def test_gradient_is_the_exact_gradient_of_the_entropic_gap():
+  # Envelope theorem: grad(gap) equals the derivative of DST - (E + eps KL) at fixed epsilon.
+  with enable_x64():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 5))
+    y = np.tanh(x @ rng.normal(size=(5, 3))) + 0.3 * rng.normal(size=(16, 3))
+    kwargs = dict(cost="scaled_sqeuclidean", epsilon=0.02, threshold=1e-10,
+                  sinkhorn_threshold=1e-12, max_iterations=1000, sinkhorn_max_iterations=20000)
+
+    def entropic_gap(y):
+      _, info = gmg.gromov_monge_gap(x, y, **kwargs)
+      return info.distortion - info.gw_cost
+
+    grad_y, grad_x = jax.grad(lambda y, x: gmg.gromov_monge_gap(x, y, **kwargs)[0],
+                              argnums=(0, 1))(jnp.asarray(y), jnp.asarray(x))
+    assert float(gmg.gromov_monge_gap(x, y, **kwargs)[0]) > 0
+    h = 1e-5
+    for _ in range(3):
+      v = rng.normal(size=y.shape)
+      fd = (entropic_gap(y + h * v) - entropic_gap(y - h * v)) / (2 * h)
+      np.testing.assert_allclose(float(jnp.sum(grad_y * v)), float(fd), rtol=1e-4, atol=1e-8)
+    assert np.all(np.isfinite(grad_x)) and float(jnp.abs(grad_x).max()) > 0
+
+
+@pytest.mark.parametrize("cost", COSTS)
+def test_gradient_of_distortion_matches_finite_differences(cost):
+  with enable_x64():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(10, 4)), rng.normal(size=(10, 3))
+
+    def dst(y):
+      return gmg.distortion(gmg.cost_matrix(x, cost), gmg.cost_matrix(y, cost))
+
+    g = jax.grad(dst)(jnp.asarray(y))
+    v = rng.normal(size=y.shape)
+    h = 1e-6
+    fd = (dst(y + h * v) - dst(y - h * v)) / (2 * h)
+    np.testing.assert_allclose(float(jnp.sum(g * v)), float(fd), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------- robustness
+
+
+def _value_and_grad(x, y, **kwargs):
+  fn = jax.value_and_grad(lambda x, y: gmg.gromov_monge_gap(x, y, **kwargs), argnums=(0, 1),
+                          has_aux=True)
+  return jax.jit(fn)(x, y)
+
+
+def _assert_finite(tree):
+  for leaf in jax.tree.leaves(tree):
+    assert np.all(np.isfinite(np.asarray(leaf, dtype=np.float64))), tree
+
+
+@pytest.mark.parametrize("cost", COSTS)
+def test_no_nan_on_degenerate_inputs(rng, cost):
+  n = 32
+  x = rng.normal(size=(n, 10)).astype(np.float32)
+  y = rng.normal(size=(n, 64)).astype(np.float32)
+  cases = {
+      "all zero": np.zeros_like(y),
+      "zero rows": np.concatenate([np.zeros((5, 64), np.float32), y[5:]]),
+      "duplicated points": np.concatenate([y[: n // 2], y[: n // 2]]),
+      "all equal": np.ones_like(y),
+      # A freshly initialized decoder's sigmoid outputs: all ~0.5 (DESIGN.md §10).
+      "flat sigmoid": jax.nn.sigmoid(0.5 + 1e-4 * y),
+  }
+  for name, y_case in cases.items():
+    for epsilon_0 in (1e-6, 0.01, 1e6):
+      (gap, info), grads = _value_and_grad(x, y_case, cost=cost, epsilon_0=epsilon_0)
+      _assert_finite((gap, info, grads))
+      assert float(gap) >= 0.0, name
+
+
+def test_flat_side_gives_a_useful_epsilon_not_a_vanishing_one(rng):
+  x = rng.normal(size=(64, 10)).astype(np.float32)
+  y = jax.nn.sigmoid(0.5 + 1e-4 * rng.normal(size=(64, 128)).astype(np.float32))
+  cx, cy = gmg.cost_matrix(x, "sqeuclidean"), gmg.cost_matrix(y, "sqeuclidean")
+  raw = 0.01 * jnp.mean(cx) * jnp.mean(cy)
+  eps = gmg.scaled_epsilon(cx, cy, 0.01)
+  assert float(eps) > 1e3 * float(raw)  # the floor is active
+  _, info = gmg.gromov_monge_gap_from_costs(cx, cy, epsilon_0=0.01)
+  assert bool(info.converged)
+
+
+def test_non_converged_solve_is_reported_and_finite(rng):
+  x = rng.normal(size=(32, 10)).astype(np.float32)
+  y = np.tanh(rng.normal(size=(32, 6))).astype(np.float32)
+  (gap, info), grads = _value_and_grad(x, y, cost="cosine", epsilon_0=1e-3, max_iterations=5,
+                                       sinkhorn_max_iterations=3)
+  assert not bool(info.converged)
+  assert int(info.iterations) == 5
+  _assert_finite((gap, info, grads))
+
+
+# ---------------------------------------------------------------------------- jit
+
+
+@pytest.mark.parametrize("cost", COSTS)
+def test_jit_equals_eager(rng, cost):
+  x = rng.normal(size=(24, 6)).astype(np.float32)
+  y = np.sin(x[:, :3] * 2).astype(np.float32)
+  eager = gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=0.01)
+  jitted = jax.jit(lambda x, y: gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=0.01))(x, y)
+  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compiles_once_across_batches(rng):
+  traces = 0
+
+  @jax.jit
+  def loss(x, y):
+    nonlocal traces
+    traces += 1
+    return jax.value_and_grad(lambda y: gmg.gromov_monge_gap(x, y, epsilon_0=0.01)[0])(y)
+
+  for _ in range(4):
+    x = rng.normal(size=(16, 5)).astype(np.float32)
+    loss(x, np.tanh(x[:, :2] + rng.normal(size=(16, 2)).astype(np.float32)))
+  assert traces == 1
