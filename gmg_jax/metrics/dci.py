@@ -24,22 +24,20 @@ import os
 
 import joblib
 import numpy as np
-import threadpoolctl
 from sklearn import ensemble
+from sklearn.ensemble._hist_gradient_boosting.grower import TreeGrower
 
 from gmg_jax.metrics.information import check_mode
 
-# HistGradientBoostingClassifier settings that reproduce GradientBoostingClassifier's defaults.
-_HGB_AS_GBC = dict(
-    learning_rate=0.1,
-    max_iter=100,
-    max_depth=3,
-    max_leaf_nodes=None,
-    min_samples_leaf=1,
-    l2_regularization=0.0,
-    early_stopping=False,
-    max_bins=255,
-)
+# GradientBoostingClassifier's defaults, which the fast mode reproduces.
+_NUM_STAGES = 100
+_LEARNING_RATE = 0.1
+_MAX_DEPTH = 3
+# Split candidates per binned feature (TreeGrower's uint8 bins, one kept for missing values)
+# and binned features per code dim (`_bin_codes`).
+_MAX_SPLITS = 254
+_BIN_COPIES = 2
+_EPS = np.finfo(np.float64).eps
 
 
 def _entropy_base(p: np.ndarray, base: int, axis: int) -> np.ndarray:
@@ -67,72 +65,148 @@ def completeness(importance_matrix: np.ndarray) -> float:
     return float(np.sum(per_factor * factor_importance))
 
 
-def _split_improvements(nodes: np.ndarray, x: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    """Per-feature sum over a tree's splits of (n_l n_r / n) (mean_l - mean_r)^2 of `residual`.
+def _bin_codes(
+    codes_train: np.ndarray, codes_test: np.ndarray, copies: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bins each code dim on up to `copies * 254` split candidates, spread over `copies` features.
 
-    This is the decrease of the residuals' summed squared error that
-    `GradientBoostingClassifier.feature_importances_` adds up for each split.
-
-    Args:
-        nodes: a HistGradientBoosting `TreePredictor.nodes` record array.
-        x: [N, D] training codes.
-        residual: [N] the tree's fitting target (negative gradient) at its stage.
-
-    Returns:
-        [D] improvements.
-    """
-    num_nodes, rows = len(nodes), np.arange(x.shape[0])
-    node = np.zeros(x.shape[0], dtype=np.int64)
-    active = np.ones(x.shape[0], dtype=bool)
-    count, total = np.zeros(num_nodes), np.zeros(num_nodes)
-    while active.any():
-        count += np.bincount(node[active], minlength=num_nodes)
-        total += np.bincount(node[active], weights=residual[active], minlength=num_nodes)
-        active &= nodes["is_leaf"][node] == 0
-        left = x[rows, nodes["feature_idx"][node]] <= nodes["num_threshold"][node]
-        child = np.where(left, nodes["left"][node], nodes["right"][node])
-        node = np.where(active, child, node)
-    split = np.flatnonzero(nodes["is_leaf"] == 0)
-    n_l, n_r = count[nodes["left"][split]], count[nodes["right"][split]]
-    gap = total[nodes["left"][split]] / n_l - total[nodes["right"][split]] / n_r
-    improvement = n_l * n_r / (n_l + n_r) * gap**2
-    return np.bincount(nodes["feature_idx"][split], weights=improvement, minlength=x.shape[1])
-
-
-def _hgb_importances(
-    model: ensemble.HistGradientBoostingClassifier, x: np.ndarray, y: np.ndarray
-) -> np.ndarray:
-    """GradientBoostingClassifier-style importances of a fitted HistGradientBoostingClassifier.
-
-    Each tree's residuals (one-hot label minus predicted probability before its stage) are
-    replayed through its splits; per-tree improvements are averaged over trees with a split and
-    normalized, as `GradientBoostingClassifier.feature_importances_` does.
-
-    Args:
-        model: fitted classifier.
-        x: [N, D] its training codes.
-        y: [N] its training labels.
+    The candidates are midpoints between consecutive distinct training values (the thresholds
+    GradientBoostingClassifier considers), all of them when there are few enough, else evenly
+    spaced in rank. Copy m of dim d (feature m * D + d) gets every copies-th candidate, so a
+    split on any copy is a split of the code dim at one of GradientBoostingClassifier's
+    thresholds.
 
     Returns:
-        [D] importances summing to 1 (zeros if no tree split).
+      train [N, copies * D] and test [M, copies * D] uint8 bins, Fortran order.
     """
-    one_hot = (y[:, None] == model.classes_[None, :]).astype(np.float64)
-    raw = np.broadcast_to(model._baseline_prediction, (x.shape[0], model.n_trees_per_iteration_))
-    per_tree = []
-    for predictors, raw_after in zip(model._predictors, model._staged_raw_predict(x), strict=True):
-        if model.n_trees_per_iteration_ == 1:
-            residuals = [one_hot[:, 1] - 1.0 / (1.0 + np.exp(-raw[:, 0]))]
+    num_dims = codes_train.shape[1]
+    train = np.zeros((codes_train.shape[0], copies * num_dims), np.uint8, order="F")
+    test = np.zeros((codes_test.shape[0], copies * num_dims), np.uint8, order="F")
+    for d in range(num_dims):
+        values = np.unique(codes_train[:, d])
+        midpoints = (values[:-1] + values[1:]) / 2.0
+        if len(midpoints) > copies * _MAX_SPLITS:
+            ranks = np.linspace(0, len(midpoints) - 1, copies * _MAX_SPLITS + 2)[1:-1]
+            midpoints = midpoints[np.round(ranks).astype(np.int64)]
+        for m in range(copies):
+            thresholds = midpoints[m::copies]
+            train[:, m * num_dims + d] = np.searchsorted(thresholds, codes_train[:, d], "left")
+            test[:, m * num_dims + d] = np.searchsorted(thresholds, codes_test[:, d], "left")
+    return train, test
+
+
+def _replay_tree(node, count, total, value, bins_test, raw_test, improvement, rows=None):
+    """Adds a grown tree's leaf values to `raw_test` and its splits' improvements.
+
+    Args:
+      node: a `TreeGrower` node whose leaves have `leaf_index`.
+      count, total: [L] training points and residual sums per leaf.
+      value: [L] leaf values.
+      bins_test: [M, F] binned test codes.
+      raw_test: [M] raw test predictions of this tree's class, updated in place.
+      improvement: [D] per code dim, the residuals' squared-error decrease (in place).
+      rows: test rows reaching `node` (None: all).
+
+    Returns:
+      (training points, residual sum) of `node`.
+    """
+    if rows is None:
+        rows = np.arange(bins_test.shape[0])
+    if node.is_leaf:
+        raw_test[rows] += value[node.leaf_index]
+        return count[node.leaf_index], total[node.leaf_index]
+    split = node.split_info
+    go_left = bins_test[rows, split.feature_idx] <= split.bin_idx
+    args = (count, total, value, bins_test, raw_test, improvement)
+    n_l, s_l = _replay_tree(node.left_child, *args, rows[go_left])
+    n_r, s_r = _replay_tree(node.right_child, *args, rows[~go_left])
+    improvement[split.feature_idx % len(improvement)] += (
+        n_l * n_r / (n_l + n_r) * (s_l / n_l - s_r / n_r) ** 2
+    )
+    return n_l + n_r, s_l + s_r
+
+
+def _fit_gbc_histogram(
+    bins_train: np.ndarray,
+    y_train: np.ndarray,
+    bins_test: np.ndarray,
+    num_classes: int,
+    num_dims: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GradientBoostingClassifier's algorithm with split search on binned codes.
+
+    Per stage and class: a depth-3 regression tree on the residuals (one-hot label minus
+    probability) grown by HistGradientBoosting's `TreeGrower` with unit hessians (its split
+    gain is then the residuals' squared-error decrease, GradientBoostingClassifier's split
+    criterion), leaves set to GradientBoostingClassifier's Newton step, and the importance of
+    a split the squared-error decrease of the residuals, averaged over trees with a split.
+
+    Args:
+      bins_train: [N, F] binned codes (`_bin_codes`).
+      y_train: [N] class indices.
+      bins_test: [M, F] binned codes.
+      num_classes: classes of the factor (2 trains one tree per stage, as GBC does).
+      num_dims: code dims D; feature f of the bins is code dim f % D.
+
+    Returns:
+      importances [D] summing to 1 (zeros if no tree split), raw train and test predictions.
+    """
+    num = len(y_train)
+    prior = np.clip(np.bincount(y_train, minlength=num_classes) / num, _EPS, 1 - _EPS)
+    if num_classes == 2:
+        one_hot = (y_train == 1).astype(np.float64)[:, None]
+        init = np.log(prior[1:] / (1 - prior[1:]))
+        factor = 1.0
+    else:
+        one_hot = (y_train[:, None] == np.arange(num_classes)).astype(np.float64)
+        init = np.log(prior)
+        factor = (num_classes - 1) / num_classes
+    raw = np.tile(init, (num, 1))
+    raw_test = np.tile(init, (bins_test.shape[0], 1))
+    unit_hessian = np.ones(1, np.float32)
+    improvements = []
+    for _ in range(_NUM_STAGES):
+        if num_classes == 2:
+            prob = 1.0 / (1.0 + np.exp(-raw))
         else:
-            proba = np.exp(raw - raw.max(axis=1, keepdims=True))
-            residuals = (one_hot - proba / proba.sum(axis=1, keepdims=True)).T
-        for predictor, residual in zip(predictors, residuals, strict=True):
-            if len(predictor.nodes) > 1:
-                per_tree.append(_split_improvements(predictor.nodes, x, residual))
-        raw = raw_after
-    if not per_tree:
-        return np.zeros(x.shape[1])
-    mean = np.mean(per_tree, axis=0)
-    return mean / mean.sum()
+            prob = np.exp(raw - raw.max(axis=1, keepdims=True))
+            prob /= prob.sum(axis=1, keepdims=True)
+        residuals = one_hot - prob
+        hessians = prob * (1.0 - prob)
+        for k in range(raw.shape[1]):
+            residual = residuals[:, k]
+            grower = TreeGrower(
+                bins_train,
+                (-residual).astype(np.float32),
+                unit_hessian,
+                max_depth=_MAX_DEPTH,
+                min_samples_leaf=1,
+                n_bins=_MAX_SPLITS + 2,
+                n_bins_non_missing=_MAX_SPLITS + 1,
+                n_threads=1,
+            )
+            grower.grow()
+            leaves = grower.finalized_leaves
+            leaf = np.empty(num, np.int64)
+            for index, node in enumerate(leaves):
+                node.leaf_index = index
+                leaf[node.sample_indices] = index
+            count = np.bincount(leaf, minlength=len(leaves)).astype(np.float64)
+            total = np.bincount(leaf, weights=residual, minlength=len(leaves))
+            hessian = np.bincount(leaf, weights=hessians[:, k], minlength=len(leaves))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value = np.where(np.abs(hessian) < 1e-150, 0.0, factor * total / hessian)
+            value *= _LEARNING_RATE
+            raw[:, k] += value[leaf]
+            improvement = np.zeros(num_dims)
+            _replay_tree(grower.root, count, total, value, bins_test, raw_test[:, k], improvement)
+            if len(leaves) == 1:
+                continue
+            improvements.append(improvement)
+    if not improvements:
+        return np.zeros(num_dims), raw, raw_test
+    mean = np.mean(improvements, axis=0)
+    return mean / mean.sum(), raw, raw_test
 
 
 def _fit_factor(codes_train, y_train, codes_test, y_test, mode, random_state):
@@ -141,17 +215,24 @@ def _fit_factor(codes_train, y_train, codes_test, y_test, mode, random_state):
         model = ensemble.GradientBoostingClassifier(random_state=random_state)
         model.fit(codes_train, y_train)
         importance = np.abs(model.feature_importances_)
+        return (
+            importance,
+            np.mean(model.predict(codes_train) == y_train),
+            np.mean(model.predict(codes_test) == y_test),
+        )
+    classes, labels = np.unique(y_train, return_inverse=True)
+    bins_train, bins_test = _bin_codes(codes_train, codes_test, _BIN_COPIES)
+    importance, raw, raw_test = _fit_gbc_histogram(
+        bins_train, labels.reshape(-1), bins_test, len(classes), codes_train.shape[1]
+    )
+    if len(classes) == 2:
+        predicted, predicted_test = (raw[:, 0] > 0).astype(int), (raw_test[:, 0] > 0).astype(int)
     else:
-        with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
-            model = ensemble.HistGradientBoostingClassifier(
-                random_state=random_state, **_HGB_AS_GBC
-            )
-            model.fit(codes_train, y_train)
-        importance = _hgb_importances(model, codes_train, y_train)
+        predicted, predicted_test = raw.argmax(axis=1), raw_test.argmax(axis=1)
     return (
         importance,
-        np.mean(model.predict(codes_train) == y_train),
-        np.mean(model.predict(codes_test) == y_test),
+        np.mean(classes[predicted] == y_train),
+        np.mean(classes[predicted_test] == y_test),
     )
 
 

@@ -1,0 +1,302 @@
+"""Training: state creation, a pure jitted train step, and the loop that owns all I/O.
+
+The step is one compiled program: it draws the batch (on the device for jittable datasets),
+computes the objective with its regularizer, updates the VAE (and the FactorVAE critic), and
+keeps the previous state if anything came out non-finite. Every random draw is a function of
+(seed, step), so a run resumed from a checkpoint replays exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from flax import nnx, struct
+
+from gmg_jax import checkpointing, evaluate, models, objectives, regularizers
+from gmg_jax import data as data_lib
+from gmg_jax.logging import MetricWriter
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a checkpoint holds.
+
+  Attributes:
+    step: scalar int32, number of steps taken.
+    rng: [2] uint32 raw key data of the run's base key (typed keys do not checkpoint).
+    modules: nnx state of (vae, optimizer) or (vae, optimizer, critic, critic optimizer).
+  """
+
+  step: jax.Array
+  rng: jax.Array
+  modules: Any
+
+
+def _vae_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  adam = optax.adam(optim.learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps)
+  if optim.grad_clip_norm > 0:
+    return optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), adam)
+  return adam
+
+
+def _build_modules(config: ml_collections.ConfigDict, image_shape: tuple[int, ...],
+                   key: jax.Array) -> tuple[nnx.Module, ...]:
+  rngs = nnx.Rngs(key)
+  objective = objectives.get_objective(config.objective.name)
+  vae = models.make_vae(config.model, image_shape, decoder=objective.uses_decoder, rngs=rngs)
+  modules = (vae, nnx.Optimizer(vae, _vae_optimizer(config.optim), wrt=nnx.Param))
+  if config.objective.name == "factor_vae":
+    critic = models.make_discriminator(config.model, rngs=rngs)
+    critic_tx = optax.adam(config.optim.disc_learning_rate, b1=config.optim.disc_b1,
+                           b2=config.optim.disc_b2)
+    modules += (critic, nnx.Optimizer(critic, critic_tx, wrt=nnx.Param))
+  return modules
+
+
+def create_train_state(config: ml_collections.ConfigDict,
+                       image_shape: tuple[int, ...]) -> tuple[nnx.GraphDef, TrainState]:
+  """Builds the modules and optimizers (in one compiled program) and the initial state.
+
+  Args:
+    config: the run's config.
+    image_shape: (H, W, C) of the data.
+
+  Returns:
+    The static graph definition of the modules and the initial `TrainState`.
+  """
+  init_key, run_key = jax.random.split(jax.random.key(config.seed))
+  build = functools.partial(_build_modules, config, tuple(image_shape))
+  graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(init_key)))
+  # Initializing inside one jit compiles one program instead of one RNG kernel per shape.
+  module_state = jax.jit(lambda k: nnx.split(build(k))[1])(init_key)
+  state = TrainState(step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(run_key),
+                     modules=module_state)
+  return graphdef, state
+
+
+def step_keys(rng: jax.Array, step: jax.Array | int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(data, loss, critic) keys of a step; the same on the host and inside the step."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+  data_key, loss_key, critic_key = jax.random.split(key, 3)
+  return data_key, loss_key, critic_key
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
+               regularizer_fn: regularizers.Regularizer | None, state: TrainState,
+               batch_source: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimization step (pure; jit it with the state donated).
+
+  Args:
+    graphdef: graph definition from `create_train_state`.
+    config: the run's config.
+    regularizer_fn: `regularizers.make_regularizer(config.regularizer)`.
+    state: current state.
+    batch_source: a jittable dataset (the batch is drawn here, on the device) or a uint8
+      image batch [B, H, W, C] drawn on the host with `step_keys(...)[0]`.
+
+  Returns:
+    The new state (the old one, with the step advanced, if anything was non-finite) and scalar
+    metrics, including "finite".
+  """
+  modules = nnx.merge(graphdef, state.modules)
+  vae, optimizer = modules[:2]
+  critic = modules[2] if len(modules) == 4 else None
+  data_key, loss_key, critic_key = step_keys(state.rng, state.step)
+  if isinstance(batch_source, data_lib.GroundTruthDataset):
+    images, _ = batch_source.sample_batch(data_key, config.train.batch_size)
+  else:
+    images = batch_source
+
+  (loss, aux), grads = nnx.value_and_grad(objectives.vae_loss, has_aux=True)(
+      vae, images, loss_key, state.step, config.objective, regularizer_fn, config.regularizer,
+      critic)
+  metrics = dict(aux, grad_norm=optax.tree.norm(grads))
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+  if critic is not None:
+    # The critic sees the codes the VAE loss used, from the VAE before its update.
+    codes = objectives.sample_codes(vae, images, loss_key)
+    (_, critic_aux), critic_grads = nnx.value_and_grad(
+        objectives.factor_vae_discriminator_loss, has_aux=True)(critic, codes, critic_key)
+    finite &= _all_finite(critic_grads)
+    modules[3].update(critic, critic_grads)
+    metrics.update(critic_aux)
+  optimizer.update(vae, grads)
+
+  updated = nnx.state(modules)
+  new_modules = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
+                             state.modules)
+  metrics["finite"] = finite
+  return state.replace(step=state.step + 1, modules=new_modules), metrics
+
+
+def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict
+                    ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+  """The jitted `train_step(state, batch_source)` with the state donated."""
+  regularizer_fn = regularizers.make_regularizer(config.regularizer)
+  return jax.jit(functools.partial(train_step, graphdef, config, regularizer_fn),
+                 donate_argnums=0)
+
+
+def host_batch(dataset: data_lib.GroundTruthDataset, rng: jax.Array, step: int,
+               batch_size: int) -> np.ndarray:
+  """The batch of `step` drawn on the host (for datasets that are not jittable)."""
+  images, _ = dataset.sample_batch(step_keys(rng, step)[0], batch_size)
+  return np.asarray(images)
+
+
+def _resume(manager, state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
+  """Workdir's latest checkpoint, then `train.init_from`, then the fresh state."""
+  if manager.latest_step() is not None:
+    restored, _ = checkpointing.restore(manager, state)
+    return restored
+  if config.train.init_from:
+    other = checkpointing.make_manager(config.train.init_from, config.train)
+    if other.latest_step() is None:
+      raise FileNotFoundError(f"train.init_from={config.train.init_from!r} holds no checkpoint "
+                              f"under {os.path.join(config.train.init_from, 'checkpoints')}.")
+    restored, _ = checkpointing.restore(other, state)
+    return restored
+  return state
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks, so it saves before exiting."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread: no signal handling.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_batch_size(batch_size: int) -> None:
+  devices = jax.device_count()
+  if batch_size % devices:
+    raise ValueError(f"train.batch_size={batch_size} is not divisible by the device count "
+                     f"{devices}; use a multiple of {devices}.")
+
+
+def _raise_non_finite(step: int, metrics: dict[str, Any]) -> None:
+  terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()) if k != "finite")
+  raise FloatingPointError(
+      f"Non-finite loss or gradient at step {step} ({terms}). The update was not applied and "
+      "the last checkpoint is intact; lower the learning rate or check the regularizer settings.")
+
+
+def _train_loop(config: ml_collections.ConfigDict, workdir: str, graphdef: nnx.GraphDef,
+                state: TrainState, dataset: data_lib.GroundTruthDataset, manager,
+                writer: MetricWriter) -> TrainState:
+  """Runs the steps from `state.step` to `train.num_steps`; owns logging, saving, evaluation."""
+  step_fn = make_train_step(graphdef, config)
+  rng = np.asarray(state.rng)
+  start, num_steps = int(state.step), config.train.num_steps
+  last_log = (start, time.time())
+
+  def batch_source(step):
+    if dataset.jittable:
+      return dataset
+    return host_batch(dataset, rng, step, config.train.batch_size)
+
+  def check_and_log(done, metrics):
+    nonlocal last_log
+    metrics = jax.device_get(metrics)
+    if not metrics["finite"]:
+      _raise_non_finite(done, metrics)
+    bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", refresh=False)
+    if done % config.train.log_every == 0 or done == num_steps:
+      rate = (done - last_log[0]) / max(time.time() - last_log[1], 1e-9)
+      writer.write(done, {**{k: v for k, v in metrics.items() if k != "finite"},
+                          "steps_per_second": rate})
+      last_log = (done, time.time())
+
+  bar = tqdm.tqdm(total=num_steps, initial=start, desc="train", dynamic_ncols=True,
+                  disable=not config.train.progress_bar or jax.process_index() != 0)
+  pending = None  # (step, metrics) of the last dispatched step: read after the next dispatch.
+  with _Preemption() as preemption, bar:
+    for step in range(start, num_steps):
+      state, metrics = step_fn(state, batch_source(step))
+      done = step + 1
+      if pending is not None:
+        check_and_log(*pending)
+      pending = (done, metrics)
+      last = done == num_steps or preemption.requested
+      eval_due = bool(config.eval.every_steps) and (done % config.eval.every_steps == 0 or
+                                                   done == num_steps)
+      if manager.should_save(done) or eval_due or last:
+        check_and_log(*pending)  # Never save or evaluate a state whose step was not checked.
+        pending = None
+        # The data stream is a function of (seed, step): the step is the data position.
+        checkpointing.save(manager, done, state,
+                           {"step": done, "data_position": done, "config": config.to_dict()},
+                           force=last)
+      bar.update(1)
+      if eval_due:
+        evaluate.evaluate_and_write(config, workdir, graphdef, state, dataset)
+      if preemption.requested:
+        break
+    if pending is not None:
+      check_and_log(*pending)
+  return state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+  """Trains (resuming if the workdir holds a checkpoint), evaluates, and writes everything.
+
+  Args:
+    config: the run's config (see configs/default.py).
+    workdir: directory for checkpoints, logs, metrics and pictures.
+
+  Returns:
+    The final state.
+  """
+  workdir = os.path.abspath(workdir)
+  _check_batch_size(config.train.batch_size)
+  dataset = data_lib.get_dataset(config.data)
+  checkpointing.check_or_write_config(workdir, config)
+  graphdef, state = create_train_state(config, dataset.image_shape)
+  manager = checkpointing.make_manager(workdir, config.train)
+  state = _resume(manager, state, config)
+  writer = MetricWriter(workdir)
+  writer.truncate_after(int(state.step))
+  try:
+    state = _train_loop(config, workdir, graphdef, state, dataset, manager, writer)
+  finally:
+    # Also on errors: a save in flight (the last good state) completes.
+    manager.wait_until_finished()
+    writer.close()
+  if jax.process_index() == 0:
+    print(f"Done at step {int(state.step)}. Workdir {workdir}:\n"
+          f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')} "
+          f"(evaluation: {os.path.join(workdir, 'metrics.json')})\n"
+          f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
+          f"  pictures:    {os.path.join(workdir, 'pictures')}\n"
+          f"  tensorboard: {os.path.join(workdir, 'tensorboard')}")
+  return state

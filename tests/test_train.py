@@ -1,0 +1,177 @@
+"""Tests for the trainer: one compilation, learning, resume after SIGKILL/SIGTERM, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import ROOT, tiny_config
+
+from gmg_jax import checkpointing, objectives, train
+
+
+def _params(state):
+  return jax.tree.leaves(state.modules)
+
+
+def _run_main(workdir, *overrides, wait=True, env=None):
+  cmd = [sys.executable, "-m", "gmg_jax.main", "--config=configs/default.py:runlocal",
+         f"--workdir={workdir}", "--config.data.image_size=16", "--config.model.mlp_hidden=(32,)",
+         "--config.model.latent_dim=4", "--config.train.batch_size=16",
+         "--config.train.progress_bar=False", "--config.eval.every_steps=0", *overrides]
+  kwargs = dict(cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True)
+  if wait:
+    return subprocess.run(cmd, timeout=300, check=False, **kwargs)
+  return subprocess.Popen(cmd, **kwargs)
+
+
+def _latest_params(workdir):
+  config = tiny_config()
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = type(config)(json.load(f))
+  graphdef, state = train.create_train_state(config, (16, 16, 3))
+  manager = checkpointing.make_manager(workdir, config.train)
+  state, meta = checkpointing.restore(manager, state)
+  return state, meta
+
+
+def test_step_compiles_once_and_training_lowers_the_loss(tiny, tmp_path, monkeypatch):
+  traces = 0
+  original = train.train_step
+
+  def counting(*args, **kwargs):
+    nonlocal traces
+    traces += 1
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(train, "train_step", counting)
+  config = tiny()
+  config.train.num_steps = 300
+  config.train.log_every = 20
+  train.train_and_evaluate(config, str(tmp_path))
+  assert traces == 1
+  with open(tmp_path / "metrics.jsonl") as f:
+    losses = [json.loads(line)["loss"] for line in f]
+  assert len(losses) == 15  # The reconstruction of this tiny MLP falls ~30% in 300 steps.
+  assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:2])
+
+
+@pytest.mark.parametrize("variant", ["gmg_cos_decoder", "gmg_scl2_encoder", "dst_l2_decoder",
+                                     "jacobian_decoder", "factor_vae", "beta_tcvae,hfs",
+                                     "decoder_free,gmg_cos_encoder"])
+def test_objectives_and_regularizers_train_finite(tiny, tmp_path, variant):
+  config = tiny(variant)
+  config.train.num_steps = 3
+  graphdef, state = train.create_train_state(config, (16, 16, 3))
+  from gmg_jax import data
+
+  dataset = data.get_dataset(config.data)
+  step = train.make_train_step(graphdef, config)
+  before = [np.asarray(p) for p in _params(state)]
+  for _ in range(3):
+    state, metrics = step(state, dataset)
+    assert bool(metrics["finite"]), metrics
+  assert int(state.step) == 3
+  changed = [not np.array_equal(a, np.asarray(b)) for a, b in zip(before, _params(state))]
+  assert any(changed)
+  if variant.startswith("gmg"):
+    assert "regularizer/gmg" in metrics and np.isfinite(float(metrics["regularizer"]))
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tiny, tmp_path,
+                                                                       monkeypatch):
+  original = objectives.vae_loss
+
+  def poisoned(model, images, key, step, *args, **kwargs):
+    loss, aux = original(model, images, key, step, *args, **kwargs)
+    return loss * jnp.where(step >= 13, jnp.nan, 1.0), aux
+
+  monkeypatch.setattr(objectives, "vae_loss", poisoned)
+  config = tiny()
+  with pytest.raises(FloatingPointError, match=r"step 14 .*kl=.*reconstruction="):
+    train.train_and_evaluate(config, str(tmp_path))
+  manager = checkpointing.make_manager(str(tmp_path), config.train)
+  assert manager.latest_step() == 10
+  state, _ = checkpointing.restore(manager, train.create_train_state(config, (16, 16, 3))[1])
+  assert all(np.all(np.isfinite(np.asarray(p))) for p in _params(state))
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+  steps = ["--config.train.num_steps=60", "--config.train.checkpoint_every=10"]
+  reference = _run_main(tmp_path / "reference", *steps)
+  assert reference.returncode == 0, reference.stdout[-3000:]
+
+  killed = tmp_path / "killed"
+  proc = _run_main(killed, *steps, wait=False)
+  ckpt_dir = killed / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    if ckpt_dir.exists() and any(p.name.isdigit() and int(p.name) >= 20
+                                 for p in ckpt_dir.iterdir()):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  resumed = _run_main(killed, *steps)
+  assert resumed.returncode == 0, resumed.stdout[-3000:]
+
+  ref_state, _ = _latest_params(tmp_path / "reference")
+  res_state, meta = _latest_params(killed)
+  assert int(res_state.step) == int(ref_state.step) == 60 and meta["data_position"] == 60
+  for a, b in zip(_params(ref_state), _params(res_state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The resumed run's log has each step once.
+  with open(killed / "metrics.jsonl") as f:
+    steps_logged = [json.loads(line)["step"] for line in f]
+  assert steps_logged == sorted(set(steps_logged))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_before_exiting(tmp_path):
+  proc = _run_main(tmp_path, "--config.train.num_steps=100000",
+                   "--config.train.checkpoint_every=100000", wait=False)
+  log = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (log.exists() and log.stat().st_size > 0):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out[-3000:]
+  state, meta = _latest_params(tmp_path)
+  assert 0 < int(state.step) < 100000 and meta["step"] == int(state.step)
+
+
+def test_bad_config_keys_fail_before_any_work(tmp_path):
+  typo = _run_main(tmp_path / "a", "--config.train.num_stepz=5")
+  assert typo.returncode != 0 and "num_stepz" in typo.stdout
+  wrong_type = _run_main(tmp_path / "b", "--config.train.batch_size=abc")
+  assert wrong_type.returncode != 0 and "batch_size" in wrong_type.stdout
+  assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_batch_size_not_divisible_by_devices_names_both_numbers(tiny, tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, "device_count", lambda: 3)
+  config = tiny()
+  with pytest.raises(ValueError, match=r"batch_size=16 .* device count 3"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_workdir_with_a_different_config_refuses_to_resume(tiny, tmp_path):
+  config = tiny()
+  config.train.num_steps = 2
+  train.train_and_evaluate(config, str(tmp_path))
+  changed = tiny()
+  changed.objective.beta = 8.0
+  with pytest.raises(ValueError, match=r"objective.beta: 4.0 -> 8.0.*resume_with_changed_config"):
+    train.train_and_evaluate(changed, str(tmp_path))
+  longer = tiny()
+  longer.train.num_steps = 4  # Extending a run is allowed.
+  assert int(train.train_and_evaluate(longer, str(tmp_path)).step) == 4
