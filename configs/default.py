@@ -64,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.regularizer.on = "decoder"  # Map it regularizes: "decoder" (codes -> images) or "encoder".
   config.regularizer.weight = 1.0  # lambda: loss += weight * regularizer.
   config.regularizer.target = "mean"  # Decoder target space: "mean" (sigmoid image) or "logits".
+  # Data parallel: "global" = one GW problem on the global batch (the single-device objective, any
+  # device count); "local" = one per device sub-batch of batch_size / devices, averaged (cheaper).
+  config.regularizer.scope = "global"
   config.regularizer.cost = "cosine"  # GMG/DST cost: "sqeuclidean", "scaled_sqeuclidean", "cosine".
   config.regularizer.epsilon_0 = 0.01  # GMG: epsilon = epsilon_0 * stat(C_X) * stat(C_Y).
   config.regularizer.epsilon_stat = "mean"  # GMG: stat of the epsilon rule: "mean", "max", "std".

@@ -20,9 +20,10 @@ Given a reference batch ``x_1..x_n`` (uniform weights) and its image ``y_i = T(x
   is 0 and ``GMGInfo.identity_won`` says so.
 
 Epsilon follows the paper's scaled rule ``epsilon = epsilon_0 * stat(C_X) * stat(C_Y)`` (stat =
-mean, max or std; computed on detached costs), floored so that a flat side (all ``y`` nearly
-equal, e.g. a freshly initialized decoder's sigmoid outputs) cannot drive it to ~0 and make
-Sinkhorn diverge.
+mean, max or std; computed on detached costs). The solver works on mean-normalized costs, where
+the mean rule is simply ``epsilon_0``; this keeps float32 Sinkhorn accurate when the two spaces'
+scales differ by orders of magnitude (image vs code distances) and when one side is flat (all
+``y`` nearly equal, e.g. a freshly initialized decoder's sigmoid outputs), see `entropic_gw_plan`.
 
 Gradients use the envelope theorem: the GW problem is solved on detached cost matrices, the plan is
 held fixed, and ``E(P)`` is rebuilt from the traced costs. The result is the exact gradient of the
@@ -102,7 +103,8 @@ def cosine_cost(z: jax.Array) -> jax.Array:
   z = _flatten(z)
   # max(|z|^2, tiny) keeps the value and the gradient finite at a zero vector.
   unit = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=1, keepdims=True), _TINY))
-  cost = 1.0 - unit @ unit.T
+  # Round-off can push 1 - cos of near-parallel vectors slightly below 0; costs stay >= 0.
+  cost = jnp.maximum(1.0 - unit @ unit.T, 0.0)
   return cost * (1.0 - jnp.eye(z.shape[0], dtype=cost.dtype))
 
 
@@ -169,17 +171,10 @@ def _kl_to_product(plan: jax.Array) -> jax.Array:
 def scaled_epsilon(
     cost_xx: jax.Array, cost_yy: jax.Array, epsilon_0: float, stat: StatName = "mean"
 ) -> jax.Array:
-  """The paper's ``epsilon = epsilon_0 * stat(C_X) * stat(C_Y)``, detached and floored.
+  """The paper's ``epsilon = epsilon_0 * stat(C_X) * stat(C_Y)``, detached.
 
-  The linearized GW cost that Sinkhorn sees holds separable terms of size ``stat(C_X)^2`` and
-  ``stat(C_Y)^2`` besides the cross term ``stat(C_X) * stat(C_Y)`` that the rule scales with.
-  Sinkhorn absorbs the separable terms into its potentials, but only to the float precision of
-  those terms: with ``u`` the unit round-off it cannot meet its marginal tolerance once
-  ``epsilon < ~u * max(stat)^2 / tolerance``. When one side is flat (all points nearly equal,
-  e.g. the sigmoid outputs of a freshly initialized decoder) the product rule goes to ~0 while
-  the separable terms do not, and Sinkhorn diverges. The floor ``1e3 * u * max(stat)^2``
-  (1.2e-4 * max(stat)^2 in float32) prevents that; it is inactive unless the rule asks for an
-  epsilon that the solver could not honour anyway.
+  With the mean statistic this is exactly ``epsilon_0`` on the mean-normalized problem that
+  `entropic_gw_plan` solves, so epsilon_0 means the same for every cost and data scale.
 
   Args:
     cost_xx: [n, n] source costs.
@@ -194,8 +189,7 @@ def scaled_epsilon(
     raise ValueError(f"Unknown epsilon statistic {stat!r}; choose one of {sorted(_STATS)}.")
   sx = _STATS[stat](jax.lax.stop_gradient(cost_xx))
   sy = _STATS[stat](jax.lax.stop_gradient(cost_yy))
-  floor = 1e3 * jnp.finfo(sx.dtype).eps * jnp.maximum(sx, sy) ** 2
-  return jnp.maximum(epsilon_0 * sx * sy, jnp.maximum(floor, _TINY))
+  return epsilon_0 * sx * sy
 
 
 class GMGInfo(NamedTuple):
@@ -223,6 +217,29 @@ class GMGInfo(NamedTuple):
   identity_won: jax.Array
 
 
+def round_to_coupling(plan: jax.Array) -> jax.Array:
+  """Projects a nearly feasible plan onto the couplings of uniform marginals exactly.
+
+  The rounding of Altschuler, Weed and Rigollet (2017, Alg. 2): scale rows and then columns down
+  to their marginals, and put the missing mass back as a rank-one term. A Sinkhorn plan stopped at
+  tolerance ``delta`` moves by ``O(delta)``; without the rounding, its energy carries a bias of
+  ``delta * mean(C^2)``, which dominates the gap when one space's costs are much larger than the
+  other's.
+
+  Args:
+    plan: [n, m] non-negative matrix with marginals close to uniform.
+
+  Returns:
+    [n, m] coupling with row sums 1/n and column sums 1/m.
+  """
+  n, m = plan.shape
+  plan = plan * jnp.minimum(1.0 / (n * jnp.maximum(jnp.sum(plan, axis=1), _TINY)), 1.0)[:, None]
+  plan = plan * jnp.minimum(1.0 / (m * jnp.maximum(jnp.sum(plan, axis=0), _TINY)), 1.0)[None, :]
+  missing_rows = 1.0 / n - jnp.sum(plan, axis=1)
+  missing_cols = 1.0 / m - jnp.sum(plan, axis=0)
+  return plan + jnp.outer(missing_rows, missing_cols) / jnp.maximum(jnp.sum(missing_rows), _TINY)
+
+
 def entropic_gw_plan(
     cost_xx: jax.Array,
     cost_yy: jax.Array,
@@ -235,8 +252,18 @@ def entropic_gw_plan(
     sinkhorn_max_iterations: int = 1000,
     sinkhorn_threshold: float = 1e-3,
     warm_start: bool = True,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Entropic GW plan between two cost matrices with uniform weights (ott-jax).
+
+  The solve runs on the mean-normalized costs ``C / mean(C)`` at ``epsilon / (s_X s_Y)``. With
+  exact marginals the energy is ``const - 2 <C_X P C_Y, P>``, so this is the same problem and has
+  the same plan, but in float32 it is the one that can be solved: on raw costs the separable
+  terms (``mean(C_X^2)``, 1e7 for image batches) swamp both Sinkhorn's precision and ott's
+  outer stopping rule (relative change of the linearized cost), which then stops at its
+  minimum iterations with a blurred plan. The normalized epsilon is floored at ``1e3 * u``
+  (``u`` the unit round-off, 1.2e-4 in float32): below that Sinkhorn cannot meet its tolerance.
+  A flat side (all points nearly equal, e.g. a fresh decoder's sigmoid outputs) is normalized
+  too, so its epsilon does not collapse to ~0 (DESIGN.md §10).
 
   Args:
     cost_xx: [n, n] source costs (treated as constants).
@@ -255,11 +282,16 @@ def entropic_gw_plan(
     warm_start: start each Sinkhorn solve from the previous potentials.
 
   Returns:
-    ``(plan [n, m], converged, outer iterations)``, all without gradient.
+    ``(plan [n, m], converged, outer iterations, epsilon used)``, all without gradient. The
+    plan is rounded onto the exact couplings (`round_to_coupling`); the epsilon used differs
+    from ``epsilon`` only where the floor applies.
   """
-  cost_xx = jax.lax.stop_gradient(cost_xx)
-  cost_yy = jax.lax.stop_gradient(cost_yy)
-  epsilon = jax.lax.stop_gradient(epsilon)
+  scale_x = jnp.maximum(jnp.mean(jax.lax.stop_gradient(cost_xx)), _TINY)
+  scale_y = jnp.maximum(jnp.mean(jax.lax.stop_gradient(cost_yy)), _TINY)
+  cost_xx = jax.lax.stop_gradient(cost_xx) / scale_x
+  cost_yy = jax.lax.stop_gradient(cost_yy) / scale_y
+  floor = 1e3 * jnp.finfo(cost_xx.dtype).eps
+  normalized_epsilon = jnp.maximum(jax.lax.stop_gradient(epsilon) / (scale_x * scale_y), floor)
   n, m = cost_xx.shape[0], cost_yy.shape[0]
   if init == "identity":
     if n != m:
@@ -276,7 +308,7 @@ def entropic_gw_plan(
   )
   solver = gromov_wasserstein.GromovWasserstein(
       sinkhorn.Sinkhorn(max_iterations=sinkhorn_max_iterations, threshold=sinkhorn_threshold),
-      epsilon=epsilon,
+      epsilon=normalized_epsilon,
       initializer=initializer,
       warm_start=warm_start,
       max_iterations=max_iterations,
@@ -285,13 +317,13 @@ def entropic_gw_plan(
   )
   out = solver(problem)
   plan = jax.lax.stop_gradient(out.matrix)
-  # A diverged Sinkhorn yields a NaN plan; the product coupling is then the safe stand-in
-  # (its energy is never below the identity's on a problem where the solver failed, and
-  # `converged` reports the failure).
+  # A diverged Sinkhorn yields a NaN plan; the product coupling is then a feasible stand-in
+  # and `converged` reports the failure.
   ok = jnp.all(jnp.isfinite(plan))
-  plan = jnp.where(ok, plan, jnp.full((n, m), 1.0 / (n * m), dtype=plan.dtype))
+  plan = jnp.where(ok, round_to_coupling(plan), jnp.full((n, m), 1.0 / (n * m), plan.dtype))
   iterations = jnp.sum(out.costs != -1)
-  return plan, jnp.logical_and(out.converged, ok), iterations
+  epsilon_used = normalized_epsilon * scale_x * scale_y
+  return plan, jnp.logical_and(out.converged, ok), iterations, epsilon_used
 
 
 def gromov_monge_gap_from_costs(
@@ -320,7 +352,8 @@ def gromov_monge_gap_from_costs(
   if epsilon is None:
     epsilon = scaled_epsilon(cost_xx, cost_yy, epsilon_0, epsilon_stat)
   epsilon = jax.lax.stop_gradient(jnp.asarray(epsilon, cost_xx.dtype))
-  plan, converged, iterations = entropic_gw_plan(cost_xx, cost_yy, epsilon, **solver_kwargs)
+  plan, converged, iterations, epsilon = entropic_gw_plan(cost_xx, cost_yy, epsilon,
+                                                         **solver_kwargs)
   dst = distortion(cost_xx, cost_yy)
   energy = gw_energy(cost_xx, cost_yy, plan)
   kl = _kl_to_product(plan)

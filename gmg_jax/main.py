@@ -4,17 +4,19 @@
   python -m gmg_jax.main --config=configs/shapes3d.py:gmg_cos_decoder \
       --config.train.num_steps=1000 --workdir=/tmp/shapes3d
 
+The same command trains data parallel on every device of every host: on a TPU slice run it on
+all workers (experiments/launch_tpu.sh); for hand-made multi-process jobs set
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (experiments/launch_multigpu.sh).
+
 All logic lives in gmg_jax.train (tested as a library); this file parses flags, starts
 jax.distributed on multi-host runs, and calls train.train_and_evaluate.
 """
-
-import os
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gmg_jax import train
+from gmg_jax import sharding, train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,16 +24,13 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
-# Set by the launchers of multi-host jobs (TPU pods, SLURM, multi-process GPU).
-_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
-                  "MEGASCALE_COORDINATOR_ADDRESS")
-
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if any(os.environ.get(name) for name in _MULTIHOST_ENV):
-    jax.distributed.initialize()
+  # Multi-process jobs (TPU pod slices, multi-GPU, SLURM) are described by the environment;
+  # see sharding.initialize_distributed and experiments/launch_*.sh.
+  sharding.initialize_distributed()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -4,6 +4,10 @@ The step is one compiled program: it draws the batch (on the device for jittable
 computes the objective with its regularizer, updates the VAE (and the FactorVAE critic), and
 keeps the previous state if anything came out non-finite. Every random draw is a function of
 (seed, step), so a run resumed from a checkpoint replays exactly what an uninterrupted run does.
+
+The loop runs data parallel over every device of every process (`gmg_jax.sharding`): the state
+is replicated, the global batch of `train.batch_size` is split along the data axis, and
+`regularizer.scope` picks one GW problem on the global batch or one per device sub-batch.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import numpy as np
 import optax
 import tqdm
 from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding
 
-from gmg_jax import checkpointing, evaluate, models, objectives, regularizers
+from gmg_jax import checkpointing, evaluate, models, objectives, regularizers, sharding
 from gmg_jax import data as data_lib
 from gmg_jax.logging import MetricWriter
 
@@ -98,7 +103,8 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
                regularizer_fn: regularizers.Regularizer | None, state: TrainState,
-               batch_source: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+               batch_source: Any, *, batch_layout: NamedSharding | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimization step (pure; jit it with the state donated).
 
   Args:
@@ -108,6 +114,8 @@ def train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
     state: current state.
     batch_source: a jittable dataset (the batch is drawn here, on the device) or a uint8
       image batch [B, H, W, C] drawn on the host with `step_keys(...)[0]`.
+    batch_layout: `sharding.batch_sharding(mesh)` under data parallelism; None on one device
+      without a mesh.
 
   Returns:
     The new state (the old one, with the step advanced, if anything was non-finite) and scalar
@@ -121,6 +129,10 @@ def train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
     images, _ = batch_source.sample_batch(data_key, config.train.batch_size)
   else:
     images = batch_source
+  if batch_layout is not None:
+    # The global batch is drawn with the single-device key; the constraint makes each device
+    # draw and render only its rows (the partitioner pushes it back into the sampler).
+    images = jax.lax.with_sharding_constraint(images, batch_layout)
 
   (loss, aux), grads = nnx.value_and_grad(objectives.vae_loss, has_aux=True)(
       vae, images, loss_key, state.step, config.objective, regularizer_fn, config.regularizer,
@@ -144,12 +156,28 @@ def train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
   return state.replace(step=state.step + 1, modules=new_modules), metrics
 
 
-def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict
+def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
+                    mesh: Mesh | None = None
                     ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
-  """The jitted `train_step(state, batch_source)` with the state donated."""
+  """The jitted `train_step(state, batch_source)` with the state donated.
+
+  Args:
+    graphdef: graph definition from `create_train_state`.
+    config: the run's config.
+    mesh: `sharding.make_mesh()` for the data-parallel step (the state must be replicated on
+      it, a host batch sharded with `sharding.batch_sharding`); None compiles for the devices
+      the arguments live on.
+  """
   regularizer_fn = regularizers.make_regularizer(config.regularizer)
-  return jax.jit(functools.partial(train_step, graphdef, config, regularizer_fn),
-                 donate_argnums=0)
+  if mesh is None:
+    return jax.jit(functools.partial(train_step, graphdef, config, regularizer_fn),
+                   donate_argnums=0)
+  regularizer_fn = sharding.scoped_regularizer(regularizer_fn, config.regularizer.scope, mesh)
+  step = functools.partial(train_step, graphdef, config, regularizer_fn,
+                           batch_layout=sharding.batch_sharding(mesh))
+  # Pinning the outputs keeps the state replicated step after step.
+  replicated = sharding.replicated(mesh)
+  return jax.jit(step, out_shardings=(replicated, replicated), donate_argnums=0)
 
 
 def host_batch(dataset: data_lib.GroundTruthDataset, rng: jax.Array, step: int,
@@ -213,21 +241,28 @@ def _raise_non_finite(step: int, metrics: dict[str, Any]) -> None:
 
 def _train_loop(config: ml_collections.ConfigDict, workdir: str, graphdef: nnx.GraphDef,
                 state: TrainState, dataset: data_lib.GroundTruthDataset, manager,
-                writer: MetricWriter) -> TrainState:
-  """Runs the steps from `state.step` to `train.num_steps`; owns logging, saving, evaluation."""
-  step_fn = make_train_step(graphdef, config)
-  rng = np.asarray(state.rng)
-  start, num_steps = int(state.step), config.train.num_steps
+                writer: MetricWriter, mesh: Mesh) -> TrainState:
+  """Runs the steps from `state.step` to `train.num_steps`; owns logging, saving, evaluation.
+
+  `state` (and a jittable `dataset`) are replicated on `mesh`; host code reads the first local
+  device's copy (`sharding.host_local`), which every process holds.
+  """
+  step_fn = make_train_step(graphdef, config, mesh)
+  layout = sharding.batch_sharding(mesh)
+  local_dataset = sharding.host_local(dataset) if dataset.jittable else dataset
+  rng = np.asarray(sharding.host_local(state.rng))
+  start, num_steps = int(sharding.host_local(state.step)), config.train.num_steps
   last_log = (start, time.time())
 
   def batch_source(step):
     if dataset.jittable:
       return dataset
-    return host_batch(dataset, rng, step, config.train.batch_size)
+    return sharding.host_to_global(host_batch(dataset, rng, step, config.train.batch_size),
+                                   layout)
 
   def check_and_log(done, metrics):
     nonlocal last_log
-    metrics = jax.device_get(metrics)
+    metrics = jax.device_get(sharding.host_local(metrics))
     if not metrics["finite"]:
       _raise_non_finite(done, metrics)
     bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", refresh=False)
@@ -259,7 +294,9 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, graphdef: nnx.G
                            force=last)
       bar.update(1)
       if eval_due:
-        evaluate.evaluate_and_write(config, workdir, graphdef, state, dataset)
+        # Every process scores the same local copy (no collectives); process 0 writes.
+        evaluate.evaluate_and_write(config, workdir, graphdef, sharding.host_local(state),
+                                    local_dataset)
       if preemption.requested:
         break
     if pending is not None:
@@ -279,21 +316,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """
   workdir = os.path.abspath(workdir)
   _check_batch_size(config.train.batch_size)
+  mesh = sharding.make_mesh()
   dataset = data_lib.get_dataset(config.data)
+  if dataset.jittable:
+    dataset = sharding.replicate(dataset, mesh)
   checkpointing.check_or_write_config(workdir, config)
   graphdef, state = create_train_state(config, dataset.image_shape)
+  # Restoring into a replicated state makes Orbax read it replicated on every process.
+  state = sharding.replicate(state, mesh)
   manager = checkpointing.make_manager(workdir, config.train)
   state = _resume(manager, state, config)
   writer = MetricWriter(workdir)
-  writer.truncate_after(int(state.step))
+  writer.truncate_after(int(sharding.host_local(state.step)))
   try:
-    state = _train_loop(config, workdir, graphdef, state, dataset, manager, writer)
+    state = _train_loop(config, workdir, graphdef, state, dataset, manager, writer, mesh)
   finally:
     # Also on errors: a save in flight (the last good state) completes.
     manager.wait_until_finished()
     writer.close()
   if jax.process_index() == 0:
-    print(f"Done at step {int(state.step)}. Workdir {workdir}:\n"
+    print(f"Done at step {int(sharding.host_local(state.step))}. Workdir {workdir}:\n"
           f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')} "
           f"(evaluation: {os.path.join(workdir, 'metrics.json')})\n"
           f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"

@@ -45,12 +45,13 @@ def _loop_entropy(p, base):
     return -sum(v * np.log(v) for v in p if v > 0) / np.log(base)
 
 
-def test_histogram_discretize_matches_digitize_loop(rng):
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_histogram_discretize_matches_digitize_loop(rng, mode):
     codes = rng.standard_normal((200, 3)).astype(np.float32)
     codes[:, 2] = 1.5  # constant dim: np.histogram widens the range by +-0.5
     expected = np.stack([np.digitize(c, np.histogram(c, 20)[1][:-1]) for c in codes.T], axis=1)
-    np.testing.assert_array_equal(metrics.histogram_discretize(codes, 20), expected)
-    assert metrics.histogram_discretize(codes, 20)[:, :2].max() == 20
+    np.testing.assert_array_equal(metrics.histogram_discretize(codes, 20, mode=mode), expected)
+    assert metrics.histogram_discretize(codes, 20, mode=mode)[:, :2].max() == 20
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
@@ -156,6 +157,12 @@ def test_dci_exact_is_seeded(dci_data):
 
 
 def test_dci_fast_close_to_exact(rng):
+    """Stated tolerance of the fast DCI: 0.02 on D and C, 0.01 on informativeness.
+
+    With 600 points every split candidate fits the bins, so the trees differ from sklearn's
+    only in float32 rounding and the random choice among equal-gain splits; the benchmark's
+    10,000 codes (quantile candidates) measured 0.006 at most.
+    """
     f_train, f_test = _factors(rng, 600, (3, 4)), _factors(rng, 300, (3, 4))
 
     def code(f):
@@ -165,8 +172,27 @@ def test_dci_fast_close_to_exact(rng):
     train, test = code(f_train), code(f_test)
     exact = metrics.dci(train, f_train, test, f_test, mode="exact")
     fast = metrics.dci(train, f_train, test, f_test, mode="fast")
-    for key in exact:  # stated tolerance of the fast DCI
-        assert fast[key] == pytest.approx(exact[key], abs=0.05), key
+    for key in ("disentanglement", "completeness"):
+        assert fast[key] == pytest.approx(exact[key], abs=0.02), key
+    for key in ("informativeness_train", "informativeness_test"):
+        assert fast[key] == pytest.approx(exact[key], abs=0.01), key
+
+
+def test_dci_fast_quantile_bins_close_to_exact(rng):
+    """Over 2033 distinct values: 254 quantile candidates per dim, same tolerances."""
+    f_train, f_test = _factors(rng, 2500, (2, 3)), _factors(rng, 800, (2, 3))
+
+    def code(f):
+        c = f + rng.normal(0, 0.3, f.shape)
+        return np.concatenate([c, rng.standard_normal((len(f), 1))], 1)
+
+    train, test = code(f_train), code(f_test)
+    exact = metrics.dci(train, f_train, test, f_test, mode="exact")
+    fast = metrics.dci(train, f_train, test, f_test, mode="fast")
+    for key in ("disentanglement", "completeness"):
+        assert fast[key] == pytest.approx(exact[key], abs=0.02), key
+    for key in ("informativeness_train", "informativeness_test"):
+        assert fast[key] == pytest.approx(exact[key], abs=0.01), key
 
 
 def test_svc_solver_matches_liblinear(rng):
@@ -179,6 +205,20 @@ def test_svc_solver_matches_liblinear(rng):
         cols = [1] if num_classes[k] == 2 else list(range(num_classes[k]))
         np.testing.assert_allclose(np.asarray(w[k, d, cols]), model.coef_[:, 0], atol=2e-3)
         np.testing.assert_allclose(np.asarray(b[k, d, cols]), model.intercept_, atol=2e-3)
+
+
+def test_svc_accuracy_envelope_matches_argmax(rng):
+    x = rng.standard_normal((300, 3))
+    labels = np.stack([rng.integers(0, 5, 300), rng.integers(0, 2, 300)], axis=1)
+    num_classes = np.array([5, 2])
+    w, b = rng.standard_normal((2, 3, 5)), rng.standard_normal((2, 3, 5))
+    w[0, 1, :] = w[0, 1, 0]  # parallel lines: no crossings on dim 1
+    accuracy = linear.linear_svc_1d_accuracy(w, b, x, labels, num_classes)
+    for d in range(3):
+        multi = np.argmax(x[:, d : d + 1] * w[0, d] + b[0, d], axis=1)
+        binary = x[:, d] * w[1, d, 1] + b[1, d, 1] > 0
+        assert accuracy[d, 0] == pytest.approx(np.mean(multi == labels[:, 0]))
+        assert accuracy[d, 1] == pytest.approx(np.mean(binary == labels[:, 1]))
 
 
 def test_logistic_solver_matches_sklearn(rng):
@@ -197,7 +237,7 @@ def test_sap_known_answers_and_fast(rng):
     train, test = _perfect(f_train, rng), _perfect(f_test, rng)
     exact = metrics.sap_score_matrix(train, f_train, test, f_test)
     fast = metrics.sap_score_matrix(train, f_train, test, f_test, mode="fast")
-    np.testing.assert_allclose(fast, exact, atol=0.01)
+    np.testing.assert_allclose(fast, exact, atol=0.003)  # stated tolerance: one test point
     sap = metrics.sap(train, f_train, test, f_test)["SAP_score"]
     # A 1-D linear one-vs-rest SVC cannot isolate middle values: even a perfect code scores ~0.3.
     assert sap > 0.25

@@ -3,7 +3,8 @@
 Every metric is a function of arrays (codes [N, D], factors [N, K]) -> dict with
 disentanglement_lib's keys, in two modes: `exact` (default; the same estimators,
 discretization and hyperparameters, so equal inputs give equal numbers) and `fast`
-(vectorized / JAX estimators of the same quantities). `compute_metrics` samples a dataset,
+(batched NumPy/scikit-learn estimators of the same quantities; see each module for how
+close to `exact` they are). `compute_metrics` samples a dataset,
 encodes it and runs metrics by name.
 """
 

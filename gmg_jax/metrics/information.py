@@ -4,7 +4,8 @@ Codes are discretized per dimension into `num_bins` equal-width bins between the
 (`np.histogram` edges, then `np.digitize`, labels 1..num_bins), and MI is the plug-in estimate
 in nats (`sklearn.metrics.mutual_info_score`). `exact` mode loops over (code, factor) pairs
 with sklearn as disentanglement_lib does; `fast` mode counts all pairs' joint histograms in
-one `np.bincount` and gives the same matrix up to float rounding.
+one `np.bincount` (labels used as indices, no sorting) and gives the same matrix up to float
+rounding.
 """
 
 from __future__ import annotations
@@ -21,38 +22,65 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
-def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
+def histogram_discretize(
+    codes: np.ndarray, num_bins: int = 20, *, mode: str = "exact"
+) -> np.ndarray:
     """Bins each code dim into `num_bins` equal-width bins, as `_histogram_discretize`.
 
     Args:
       codes: [N, D] continuous codes.
       num_bins: bins per dim.
+      mode: "exact" (`np.histogram` and `np.digitize` per dim, as disentanglement_lib) or
+        "fast" (the same edges from `np.histogram_bin_edges`, without counting; equal labels).
 
     Returns:
       [N, D] int64 bin labels in 1..num_bins (the max lands in bin num_bins).
     """
+    check_mode(mode)
     codes = np.asarray(codes)
-    edges = np.stack([np.histogram(column, num_bins)[1][:-1] for column in codes.T])  # [D, B]
-    # Counting the left edges <= x is np.digitize(x, edges[:-1]) for increasing edges.
-    return np.sum(edges[None, :, :] <= codes[:, :, None], axis=-1)
+    if mode == "exact":
+        columns = [np.digitize(c, np.histogram(c, num_bins)[1][:-1]) for c in codes.T]
+    else:
+        # np.digitize(x, edges) is np.searchsorted(edges, x, "right") for increasing edges.
+        columns = [
+            np.searchsorted(np.histogram_bin_edges(c, num_bins)[:-1], c, "right") for c in codes.T
+        ]
+    return np.stack(columns, axis=1).astype(np.int64)
+
+
+def _small_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Non-negative integer labels [N, A] and their bound, re-indexed only when needed."""
+    if (
+        np.issubdtype(labels.dtype, np.integer)
+        and labels.size
+        and labels.min() >= 0
+        and labels.max() < 4 * labels.shape[0] + 64
+    ):
+        return labels.astype(np.int64), int(labels.max()) + 1
+    index = np.stack([np.unique(c, return_inverse=True)[1].reshape(-1) for c in labels.T], 1)
+    return index, int(index.max()) + 1 if index.size else 1
+
+
+def _plug_in_mi(joint: np.ndarray, num: int) -> np.ndarray:
+    """Plug-in MI (nats) from joint counts [..., A, B] of `num` points."""
+    joint = joint / num
+    marginal_a = joint.sum(axis=-1, keepdims=True)
+    marginal_b = joint.sum(axis=-2, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = joint * np.log(joint / (marginal_a * marginal_b))
+    return np.sum(np.where(joint > 0, terms, 0.0), axis=(-2, -1))
 
 
 def _mutual_info_fast(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
     """Plug-in MI between every column of `labels_a` [N, A] and of `labels_b` [N, B], [A, B]."""
     num = labels_a.shape[0]
-    a_index = np.stack([np.unique(c, return_inverse=True)[1].reshape(-1) for c in labels_a.T])
-    b_index = np.stack([np.unique(c, return_inverse=True)[1].reshape(-1) for c in labels_b.T])
-    size_a, size_b = int(a_index.max()) + 1, int(b_index.max()) + 1
-    num_a, num_b = a_index.shape[0], b_index.shape[0]
-    pair = np.arange(num_a * num_b).reshape(num_a, num_b, 1) * (size_a * size_b)
-    flat = pair + a_index[:, None, :] * size_b + b_index[None, :, :]
+    a_index, size_a = _small_labels(labels_a)
+    b_index, size_b = _small_labels(labels_b)
+    num_a, num_b = a_index.shape[1], b_index.shape[1]
+    flat = (np.arange(num_a)[:, None] * num_b + np.arange(num_b)) * (size_a * size_b)  # [A, B]
+    flat = flat[None] + (a_index * size_b)[:, :, None] + b_index[:, None, :]  # [N, A, B]
     joint = np.bincount(flat.ravel(), minlength=num_a * num_b * size_a * size_b)
-    joint = joint.reshape(num_a, num_b, size_a, size_b) / num
-    marginal_a = joint.sum(axis=3, keepdims=True)
-    marginal_b = joint.sum(axis=2, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = joint * np.log(joint / (marginal_a * marginal_b))
-    return np.nansum(terms, axis=(2, 3))
+    return _plug_in_mi(joint.reshape(num_a, num_b, size_a, size_b), num)
 
 
 def discrete_mutual_info(
@@ -92,7 +120,11 @@ def discrete_entropy(factors: np.ndarray, *, mode: str = "exact") -> np.ndarray:
     check_mode(mode)
     factors = np.asarray(factors)
     if mode == "fast":
-        return np.array([_mutual_info_fast(c[:, None], c[:, None])[0, 0] for c in factors.T])
+        index, size = _small_labels(factors)
+        counts = np.stack([np.bincount(c, minlength=size) for c in index.T])  # [K, size]
+        p = counts / factors.shape[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
     return np.array([sklearn.metrics.mutual_info_score(c, c) for c in factors.T])
 
 
@@ -111,7 +143,7 @@ def mig(
       {"discrete_mig": mean over factors of (top-1 MI - top-2 MI) / H(factor)}; a constant
       factor (H = 0) makes it NaN, as in disentanglement_lib.
     """
-    mi = discrete_mutual_info(histogram_discretize(codes, num_bins), factors, mode=mode)
+    mi = discrete_mutual_info(histogram_discretize(codes, num_bins, mode=mode), factors, mode=mode)
     entropy = discrete_entropy(factors, mode=mode)
     top = np.sort(mi, axis=0)[::-1]
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,11 +1,11 @@
-"""JAX solvers for the linear classifiers the `fast` metrics use.
+"""Batched solvers for the linear classifiers the `fast` metrics use.
 
 They minimize the same objectives as the scikit-learn estimators of the `exact` mode, so the
-two modes differ only by solver tolerance and float32 rounding:
+two modes differ only by solver tolerance and rounding:
 
 - `fit_logistic_regression`: `sklearn.linear_model.LogisticRegression()` defaults (L2, C=1,
   unpenalized intercept, multinomial for more than two classes, a single logit for two),
-  solved by L-BFGS. Several factors are fit at once (vmapped), classes padded to one width.
+  solved by one L-BFGS run over all factors at once, classes padded to one width.
 - `fit_linear_svc_1d`: `sklearn.svm.LinearSVC(C, class_weight="balanced")` on a single
   feature (liblinear's primal L2-regularized squared hinge with a regularized bias, one-vs-rest
   where positives get C * weight[class] and negatives plain C, as in liblinear's `train`),
@@ -17,12 +17,8 @@ Labels are class indices `0..num_classes-1` (see `encode_labels`).
 
 from __future__ import annotations
 
-import functools
-
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
+import scipy.optimize
 
 # Newton step sizes tried at each SVC iteration; 0 keeps the iterate, so the objective never rises.
 _SVC_STEPS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0)
@@ -56,74 +52,82 @@ def _padded_masks(num_classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return valid, free
 
 
-@functools.partial(jax.jit, static_argnames=("num_iterations",))
-def _fit_logistic(x, labels, valid, free, inverse_c, num_iterations):
-    """L-BFGS on mean cross-entropy + ||W||^2 / (2 C N); vmapped over factors."""
-
-    def fit_one(y, valid_v, free_v):
-        def loss(params):
-            weights, bias = params
-            logits = x @ (weights * free_v) + bias * free_v
-            logits = jnp.where(valid_v, logits, -jnp.inf)
-            nll = (
-                jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(logits, y[:, None], 1)[:, 0]
-            )
-            return jnp.mean(nll) + 0.5 * inverse_c / x.shape[0] * jnp.sum((weights * free_v) ** 2)
-
-        solver = optax.lbfgs()
-        value_and_grad = optax.value_and_grad_from_state(loss)
-        params = (jnp.zeros((x.shape[1], valid_v.shape[0])), jnp.zeros(valid_v.shape[0]))
-
-        def step(carry, _):
-            params, state = carry
-            value, grad = value_and_grad(params, state=state)
-            updates, state = solver.update(
-                grad, state, params, value=value, grad=grad, value_fn=loss
-            )
-            return (optax.apply_updates(params, updates), state), None
-
-        (params, _), _ = jax.lax.scan(step, (params, solver.init(params)), None, num_iterations)
-        return params
-
-    return jax.vmap(fit_one, in_axes=(1, 0, 0))(labels, valid, free)
-
-
 def fit_logistic_regression(
     x: np.ndarray,
     labels: np.ndarray,
     num_classes: np.ndarray,
     *,
     c: float = 1.0,
-    num_iterations: int = 100,
-) -> tuple[jax.Array, jax.Array]:
+    num_iterations: int = 40,
+    tolerance: float = 1e-5,
+) -> tuple[np.ndarray, np.ndarray]:
     """Fits one L2 logistic regression per label column (sklearn's defaults), jointly.
+
+    The K problems are independent, so their summed objective (mean cross-entropy plus
+    ||W||^2 / (2 C N) each) is minimized by one L-BFGS run (scipy, as sklearn's "lbfgs"
+    solver) whose every evaluation covers all factors with two float32 matrix products.
+    The iteration cap is lower than sklearn's 100 per factor: on standardized codes the
+    ROC-AUCs built on these models then agree with sklearn's to about 1e-4.
 
     Args:
       x: [N, D] features.
       labels: [N, K] class indices (`encode_labels`).
       num_classes: [K] classes per column; each must be >= 2.
       c: inverse regularization strength, sklearn's `C`.
-      num_iterations: L-BFGS iterations (fixed, so the solve compiles once per shape).
+      num_iterations: L-BFGS iterations at most.
+      tolerance: stop when the largest gradient entry is below it (sklearn stops at 1e-4).
 
     Returns:
       weights: [K, D, V_max] (zero in padded and frozen columns).
       bias: [K, V_max].
     """
-    valid, free = _padded_masks(np.asarray(num_classes))
-    weights, bias = _fit_logistic(
-        jnp.asarray(x, jnp.float32),
-        jnp.asarray(labels),
-        jnp.asarray(valid),
-        jnp.asarray(free, jnp.float32),
-        1.0 / c,
-        num_iterations,
-    )
-    free = jnp.asarray(free, jnp.float32)
-    return weights * free[:, None, :], bias * free
+    x = np.asarray(x, np.float32)
+    labels = np.asarray(labels)
+    num_classes = np.asarray(num_classes)
+    num, dims = x.shape
+    valid, free = _padded_masks(num_classes)
+    bounds = np.concatenate([[0], np.cumsum(num_classes)])
+    features = np.concatenate([x, np.ones((num, 1), np.float32)], axis=1).T.copy()  # [D+1, N]
+    target = np.zeros((bounds[-1], num), np.float32)  # one-hot per factor, stacked: [C, N]
+    for k, start in enumerate(bounds[:-1]):
+        target[start + labels[:, k], np.arange(num)] = 1.0
+    column_free = free[valid].astype(np.float32)[:, None]  # [C, 1]; binary class 0 frozen
+    penalty = 1.0 / (c * num)
+
+    def objective(theta):
+        params = theta.reshape(-1, dims + 1).astype(np.float32) * column_free  # [C, D + 1]
+        logits = params @ features  # [C, N], each factor's classes in contiguous rows
+        loss = -np.sum(logits * target, dtype=np.float64)
+        residual = np.empty_like(logits)
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            block = logits[start:stop]
+            top = block.max(axis=0)
+            exp = np.exp(block - top)
+            total = exp.sum(axis=0)
+            loss += np.sum(np.log(total) + top, dtype=np.float64)
+            residual[start:stop] = exp / total
+        residual -= target
+        grad = (residual @ features.T).astype(np.float64) / num  # [C, D + 1]
+        weights = theta.reshape(-1, dims + 1)[:, :dims] * column_free
+        grad[:, :dims] += penalty * weights
+        value = loss / num + 0.5 * penalty * np.sum(weights**2)
+        return value, (grad * column_free).ravel()
+
+    theta = scipy.optimize.minimize(
+        objective,
+        np.zeros((dims + 1) * bounds[-1]),
+        jac=True,
+        method="L-BFGS-B",
+        options=dict(maxiter=num_iterations, gtol=tolerance),
+    ).x
+    params = theta.reshape(-1, dims + 1) * column_free  # [C, D + 1]
+    padded = np.zeros((*valid.shape, dims + 1))
+    padded[valid] = params
+    return padded[..., :dims].transpose(0, 2, 1), padded[..., dims]
 
 
 def logistic_predict_proba(
-    weights: jax.Array, bias: jax.Array, x: np.ndarray, num_classes: np.ndarray
+    weights: np.ndarray, bias: np.ndarray, x: np.ndarray, num_classes: np.ndarray
 ) -> list[np.ndarray]:
     """Class probabilities of `fit_logistic_regression`'s models.
 
@@ -137,9 +141,11 @@ def logistic_predict_proba(
       K arrays, the k-th [N, num_classes[k]] (float64), rows summing to 1.
     """
     valid, _ = _padded_masks(np.asarray(num_classes))
-    logits = jnp.einsum("nd,kdv->knv", jnp.asarray(x, jnp.float32), weights) + bias[:, None, :]
-    proba = np.asarray(jax.nn.softmax(jnp.where(valid[:, None, :], logits, -jnp.inf), axis=-1))
-    return [p[:, :v].astype(np.float64) for p, v in zip(proba, num_classes, strict=True)]
+    logits = np.einsum("nd,kdv->knv", np.asarray(x, np.float64), weights) + bias[:, None, :]
+    logits = np.where(valid[:, None, :], logits, -np.inf)
+    proba = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    proba /= proba.sum(axis=-1, keepdims=True)
+    return [p[:, :v] for p, v in zip(proba, num_classes, strict=True)]
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: np.ndarray) -> np.ndarray:
@@ -151,75 +157,88 @@ def balanced_class_weights(labels: np.ndarray, num_classes: np.ndarray) -> np.nd
 
 
 class _SortedMoments:
-    """Sums of 1, x, x^2 over "x < t" / "x > t", per code dim, per (factor, class) and overall.
+    """Sums of 1, x, x^2 over the points on one side of a threshold, per code dim and class.
 
-    Each code dim is sorted once; per (dim, factor, class) the sorted positions of the class's
-    points are laid out one after another (keys increasing), so that one `np.searchsorted`
-    answers every (dim, factor, class) query at once.
+    Each code dim is sorted once. Per (dim, factor, class), the sorted positions of the class's
+    points are laid out one after another with increasing keys, so that one `np.searchsorted`
+    answers every (dim, factor, class) query, and prefix sums give the moments.
     """
 
     def __init__(self, x: np.ndarray, labels: np.ndarray, width: int):
         num, dims = x.shape
         factors = labels.shape[1]
-        order = np.argsort(x, axis=0, kind="stable")  # [N, D]
-        self.sorted_x = np.take_along_axis(x, order, axis=0).T.copy()  # [D, N]
-        moments = np.stack([np.ones_like(self.sorted_x), self.sorted_x, self.sorted_x**2], -1)
-        self.all_prefix = np.concatenate(
-            [np.zeros((dims, 1, 3)), np.cumsum(moments, axis=1)], axis=1
-        )  # [D, N + 1, 3]
-        sorted_labels = labels[order.T].transpose(0, 2, 1)  # [D, K, N] labels in x order
-        by_class = np.argsort(sorted_labels.astype(np.int16), axis=-1, kind="stable")  # [D, K, N]
-        group = (np.arange(dims)[:, None] * factors + np.arange(factors)[None, :]) * width
-        group = group[:, :, None] + np.take_along_axis(sorted_labels, by_class, axis=-1)
-        self.keys = (group * (num + 1) + by_class).ravel()  # increasing
-        grouped = np.take_along_axis(moments[:, None], by_class[..., None], axis=2)  # [D,K,N,3]
-        self.class_prefix = np.concatenate(
-            [np.zeros((1, 3)), np.cumsum(grouped.reshape(-1, 3), axis=0)]
+        order = np.argsort(x, axis=0).T  # [D, N]
+        self.sorted_x = x.T.ravel()[order + num * np.arange(dims)[:, None]]  # [D, N]
+        # Prefix sums of x and x^2 over each dim's sorted points, flat [D * (N + 1)].
+        self.all_x, self.all_xx = (
+            np.concatenate([np.zeros((dims, 1)), np.cumsum(v, axis=1)], axis=1).ravel()
+            for v in (self.sorted_x, self.sorted_x**2)
         )
-        counts = np.stack(
-            [np.bincount(column, minlength=width) for column in labels.T]
-        )  # [K, V]
+        small = labels.astype(np.uint8 if width < 256 else np.int64)
+        sorted_labels = small.T[:, order].transpose(1, 0, 2)  # [D, K, N] labels in x order
+        position = np.argsort(sorted_labels, axis=-1, kind="stable")  # grouped by class
+        flat = position + (np.arange(dims * factors) * num).reshape(dims, factors, 1)
+        grouped_x = self.sorted_x.ravel()[position + (np.arange(dims) * num)[:, None, None]]
+        self.class_x, self.class_xx = (
+            np.concatenate([[0.0], np.cumsum(v)])
+            for v in (grouped_x.ravel(), grouped_x.ravel() ** 2)
+        )
+        group = np.arange(dims * factors).reshape(dims, factors, 1) * width  # [D, K, 1]
+        grouped_labels = sorted_labels.ravel()[flat]
+        self.keys = ((group + grouped_labels) * (num + 1) + position).ravel()  # increasing
+        counts = np.stack([np.bincount(c, minlength=width) for c in labels.T])  # [K, V]
         starts = np.concatenate([np.zeros((factors, 1), np.int64), np.cumsum(counts, 1)], 1)
-        offset = (np.arange(dims)[:, None, None] * factors + np.arange(factors)[None, :, None]) * num
+        offset = np.arange(dims * factors).reshape(dims, factors, 1) * num
         self.class_start = offset + starts[None, :, :-1]  # [D, K, V]
-        self.class_stop = offset + starts[None, :, 1:]
-        self.group = (
-            (np.arange(dims)[:, None, None] * factors + np.arange(factors)[None, :, None]) * width
-            + np.arange(width)[None, None, :]
-        )  # [D, K, V]
-        self.num = num
-
-    def _rank(self, t: np.ndarray, side: str) -> np.ndarray:
-        """Number of points of each dim with x < t (side "left") or x <= t ("right"), [D, ...]."""
-        return np.stack(
-            [np.searchsorted(column, q, side=side) for column, q in zip(self.sorted_x, t)]
+        stop = offset + starts[None, :, 1:]
+        self.class_total = (
+            (stop - self.class_start).astype(np.float64),
+            self.class_x[stop] - self.class_x[self.class_start],
+            self.class_xx[stop] - self.class_xx[self.class_start],
         )
+        last = (np.arange(dims) * (num + 1) + num)[:, None, None]
+        self.all_total = (float(num), self.all_x[last], self.all_xx[last])
+        self.query_base = (group + np.arange(width)) * (num + 1)  # [D, K, V]
+        self.dim_base = (np.arange(dims) * (num + 1))[:, None, None]
 
-    def below_above(self, t: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Moments of class v (positives) and of the other classes (negatives) on one side of t.
+    def split(self, t: np.ndarray, upper: np.ndarray) -> tuple[list, list]:
+        """Moments of class v (positives) and of the other classes (negatives) beyond t.
+
+        A point exactly at t may be counted on either side; the callers only query thresholds
+        where such a point contributes zero.
 
         Args:
-          t: [D, K, V] thresholds (+-inf allowed).
-          upper: [D, K, V] bool, True for "x > t", False for "x < t".
+          t: [..., D, K, V] thresholds (+-inf allowed).
+          upper: [..., D, K, V] bool, True for the points with x > t, False for x < t.
 
         Returns:
-          positives, negatives: [D, K, V, 3] sums of (1, x, x^2).
+          positives, negatives: each [count, sum x, sum x^2], arrays [..., D, K, V].
         """
-        rank = np.where(upper, self._rank(t, "right"), self._rank(t, "left"))
-        lookup = np.searchsorted(self.keys, self.group * (self.num + 1) + rank)
-        below_class = self.class_prefix[lookup] - self.class_prefix[self.class_start]
-        below_all = np.take_along_axis(self.all_prefix, rank.reshape(rank.shape[0], -1, 1), 1)
-        below_all = below_all.reshape(*rank.shape, 3)
-        total_class = self.class_prefix[self.class_stop] - self.class_prefix[self.class_start]
-        total_all = self.all_prefix[:, -1][:, None, None, :]
-        positives = np.where(upper[..., None], total_class - below_class, below_class)
-        everything = np.where(upper[..., None], total_all - below_all, below_all)
-        return positives, everything - positives
+        dims = self.sorted_x.shape[0]
+        flat = np.moveaxis(t, -3, 0).reshape(dims, -1)
+        rank = np.stack([np.searchsorted(c, q) for c, q in zip(self.sorted_x, flat, strict=True)])
+        rank = np.moveaxis(rank.reshape(dims, *t.shape[:-3], *t.shape[-2:]), 0, -3)
+        lookup = np.searchsorted(self.keys, self.query_base + rank)
+        at = rank + self.dim_base
+        below_class = (
+            lookup - self.class_start,
+            self.class_x[lookup] - self.class_x[self.class_start],
+            self.class_xx[lookup] - self.class_xx[self.class_start],
+        )
+        below_all = (rank, self.all_x[at], self.all_xx[at])
+        positives, negatives = [], []
+        for below, total, below_any, total_any in zip(
+            below_class, self.class_total, below_all, self.all_total, strict=True
+        ):
+            positive = np.where(upper, total - below, below)
+            positives.append(positive)
+            negatives.append(np.where(upper, total_any - below_any, below_any) - positive)
+        return positives, negatives
 
 
 def _svc_terms(moments, sign, cost, w, b):
     """Objective, gradient and Hessian terms of sum c (1 - s (w x + b))^2 over active points."""
-    n, sx, sxx = moments[..., 0], moments[..., 1], moments[..., 2]
+    n, sx, sxx = moments
     a = 1.0 - sign * b
     value = cost * (a * a * n - 2.0 * a * sign * w * sx + w * w * sxx)
     grad_w = -2.0 * cost * sign * (a * sx - sign * w * sxx)
@@ -228,15 +247,15 @@ def _svc_terms(moments, sign, cost, w, b):
 
 
 def _svc_active(moments: _SortedMoments, w, b, c_pos, c_neg):
-    """Objective, gradient and Hessian of the 1-D squared-hinge SVC at (w, b), [D, K, V] each.
+    """Objective, gradient and Hessian of the 1-D squared-hinge SVC at (w, b), [..., D, K, V].
 
     Positives are active where w x < 1 - b, negatives where w x > -1 - b.
     """
     safe = np.where(w == 0.0, 1.0, w)
     t_pos = np.where(w == 0.0, np.where(b < 1.0, np.inf, -np.inf), (1.0 - b) / safe)
     t_neg = np.where(w == 0.0, np.where(b > -1.0, np.inf, -np.inf), (-1.0 - b) / safe)
-    positives, _ = moments.below_above(t_pos, w < 0.0)
-    _, negatives = moments.below_above(t_neg, w > 0.0)
+    positives, _ = moments.split(t_pos, w < 0.0)
+    _, negatives = moments.split(t_neg, w > 0.0)
     pos = _svc_terms(positives, 1.0, c_pos, w, b)
     neg = _svc_terms(negatives, -1.0, c_neg, w, b)
     value = 0.5 * (w * w + b * b) + pos[0] + neg[0]
@@ -291,22 +310,47 @@ def fit_linear_svc_1d(
         det = h_ww * h_bb - h_wb**2
         step_w = -(h_bb * grad_w - h_wb * grad_b) / det
         step_b = -(h_ww * grad_b - h_wb * grad_w) / det
-        best, best_value = np.zeros(shape), value
-        for size in _SVC_STEPS[:-1]:
-            trial = _svc_active(moments, w + size * step_w, b + size * step_b, c_pos, c_neg)[0]
-            better = trial < best_value
-            best = np.where(better, size, best)
-            best_value = np.where(better, trial, best_value)
-        if not np.any(best):
+        sizes = np.asarray(_SVC_STEPS)[:, None, None, None]
+        trial = _svc_active(moments, w + sizes * step_w, b + sizes * step_b, c_pos, c_neg)[0]
+        trial[-1] = value  # step 0 keeps the iterate, so the objective never rises
+        best = sizes[np.argmin(trial, axis=0), 0, 0, 0]
+        if np.all(np.abs(best * step_w) + np.abs(best * step_b) < 1e-12):
             break
         w, b = w + best * step_w, b + best * step_b
     return w.transpose(1, 0, 2), b.transpose(1, 0, 2)
+
+
+def _envelope(w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where argmax_v (w_v x + b_v) changes, for each row of lines.
+
+    Args:
+      w, b: [D, V] slopes and intercepts.
+
+    Returns:
+      breaks: [D, P] sorted crossing points of every pair of lines.
+      winner: [D, P + 1] the argmax between consecutive breaks (first of ties, as np.argmax).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = (b[:, None, :] - b[:, :, None]) / (w[:, :, None] - w[:, None, :])
+    cross = cross.reshape(len(w), -1)
+    finite = np.isfinite(cross)
+    fill = np.max(np.where(finite, cross, -np.inf), axis=1, keepdims=True)
+    breaks = np.sort(np.where(finite, cross, np.where(np.isfinite(fill), fill, 0.0)), axis=1)
+    inside = np.concatenate(
+        [breaks[:, :1] - 1.0, (breaks[:, 1:] + breaks[:, :-1]) / 2.0, breaks[:, -1:] + 1.0], 1
+    )
+    winner = np.argmax(inside[:, :, None] * w[:, None, :] + b[:, None, :], axis=-1)
+    return breaks, winner
 
 
 def linear_svc_1d_accuracy(
     w: np.ndarray, b: np.ndarray, x: np.ndarray, labels: np.ndarray, num_classes: np.ndarray
 ) -> np.ndarray:
     """Test accuracy of `fit_linear_svc_1d`'s classifiers, as sklearn's `predict` decides.
+
+    A multi-class prediction argmax_v (w_v x + b_v) is piecewise constant in the single
+    feature x, so it is read from the upper envelope of the class lines (a point exactly on a
+    crossing may go either way).
 
     Args:
       w, b: [K, D, V_max] from `fit_linear_svc_1d`.
@@ -324,7 +368,10 @@ def linear_svc_1d_accuracy(
         if width == 2:
             predicted = (x * w[k, :, 1] + b[k, :, 1] > 0).astype(np.int64)  # [N, D]
         else:
-            scores = x[:, :, None] * w[k, None, :, :width] + b[k, None, :, :width]
-            predicted = np.argmax(scores, axis=-1)
+            breaks, winner = _envelope(w[k, :, :width], b[k, :, :width])
+            predicted = np.stack(
+                [winner[d, np.searchsorted(breaks[d], x[:, d])] for d in range(x.shape[1])],
+                axis=1,
+            )
         accuracy[:, k] = np.mean(predicted == labels[:, k : k + 1], axis=0)
     return accuracy

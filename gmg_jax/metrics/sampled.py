@@ -8,7 +8,7 @@ As disentanglement_lib `factor_vae.py` and `beta_vae.py`. Each training point is
   dim to its majority factor; accuracy = share of votes the classifier gets right.
 - BetaVAE (Higgins et al. 2017): two batches share the fixed factor (only); the feature is
   the mean absolute code difference; a `LogisticRegression` predicts the factor (exact:
-  sklearn, fast: JAX L-BFGS).
+  sklearn, fast: `linear.fit_logistic_regression`).
 
 A dataset here needs `num_factors`, `sample_factors(key, n) -> [n, K]` and
 `images_from_factors([n, K]) -> uint8 [n, H, W, C]`; a representation function maps such
@@ -229,7 +229,8 @@ def beta_vae_accuracy(
       train_labels: [M] fixed factor index.
       eval_features: [M', D].
       eval_labels: [M'].
-      mode: "exact" (sklearn `LogisticRegression(random_state=...)`) or "fast" (JAX).
+      mode: "exact" (sklearn `LogisticRegression(random_state=...)`) or "fast"
+        (`linear.fit_logistic_regression`).
       random_state: seed of the sklearn model.
 
     Returns:

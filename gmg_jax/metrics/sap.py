@@ -6,7 +6,10 @@ the mean over factors of the gap between the two best codes. For continuous fact
 the squared correlation (0 for a code of variance <= 1e-12).
 
 `exact` fits the D x K sklearn classifiers one by one; `fast` solves the same liblinear
-objective for all of them at once in JAX (`linear.fit_linear_svc_1d`).
+objective for all of them at once to its exact optimum (`linear.fit_linear_svc_1d`: Newton
+steps on the active set, whose sums come from prefix sums of each sorted code dim) and reads
+the test predictions off each classifier's upper envelope; its slopes agree with liblinear's
+to ~1e-5, so the accuracies differ only for a test point between the two decision points.
 """
 
 from __future__ import annotations

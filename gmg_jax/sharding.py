@@ -1,0 +1,190 @@
+"""Data parallelism over every device of every host: mesh, shardings, host batches, GMG scope.
+
+One program runs on all devices (SPMD under `jax.jit`, no pmap):
+
+* `make_mesh()`: a ("data", "model") mesh over all devices; "model" has size 1 today and is there
+  so that model parallelism can be added without changing the data-parallel code.
+* The `TrainState` is replicated (`replicated(mesh)`), batches are sharded along their first axis
+  (`batch_sharding(mesh)`), so XLA's partitioner turns the batch-mean gradients into an
+  all-reduce.
+* Jittable datasets draw the *global* batch inside the step, constrained to the batch sharding:
+  the partitioner propagates the layout back into the (partitionable) sampler and renderer, so
+  each device draws and renders only its own rows, and the stream is the same for any device
+  count (a run may resume on a different number of devices and see the same data).
+* Host datasets: every process draws the step's batch with the same key and feeds only its own
+  rows to its devices (`host_to_global`, built on `jax.make_array_from_process_local_data`).
+* `scoped_regularizer`: "global" solves one GW problem on the whole global batch (the partitioner
+  gathers what the solver needs; equal to the single-device step); "local" solves one problem per
+  device sub-batch (the batch reshaped to [devices, B / devices, ...], the regularizer vmapped
+  over the first axis, which stays on the data axis) and averages the values: no gather of the
+  batch, smaller problems, a different objective when there are several devices.
+
+Multi-host: `initialize_distributed()` starts `jax.distributed` from the launcher's environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from gmg_jax import regularizers
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+
+# Set by launchers of multi-process jobs; any of them means "start jax.distributed". Cloud TPU,
+# SLURM and Open MPI are auto-detected by jax; a hand-made launch (tests, the multi-GPU recipe,
+# bare hosts) sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
+                  "OMPI_COMM_WORLD_SIZE", "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def initialize_distributed() -> bool:
+  """Starts `jax.distributed` when the environment describes a multi-process job.
+
+  Call it before any other JAX operation. Explicit settings come from JAX_COORDINATOR_ADDRESS
+  ("host:port" of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID; without the last two jax
+  auto-detects them (Cloud TPU, SLURM, Open MPI).
+
+  Returns:
+    Whether `jax.distributed.initialize` was called.
+  """
+  if not any(os.environ.get(name) for name in _MULTIHOST_ENV):
+    return False
+  kwargs = {}
+  for arg, name in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+    if os.environ.get(name):
+      kwargs[arg] = int(os.environ[name])
+  jax.distributed.initialize(**kwargs)
+  return True
+
+
+def make_mesh(model_axis_size: int = 1) -> Mesh:
+  """A (data, model) mesh over all devices of all processes.
+
+  Args:
+    model_axis_size: devices per model replica (1: pure data parallelism).
+
+  Returns:
+    A mesh with Auto axes, so that `jax.jit` with `NamedSharding`s and sharding constraints
+    partitions the step without an ambient `jax.set_mesh`.
+  """
+  devices = jax.device_count()
+  if devices % model_axis_size:
+    raise ValueError(f"model_axis_size={model_axis_size} does not divide the device count "
+                     f"{devices}.")
+  return jax.make_mesh((devices // model_axis_size, model_axis_size), (DATA_AXIS, MODEL_AXIS),
+                       axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (the train state, metrics)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """The first (batch) axis split over the data axis, replicated over the model axis."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Copies every array of `tree` (the same value on every process) to all devices of `mesh`."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def host_local(tree: Any) -> Any:
+  """The first local device's copy of each replicated array of `tree`.
+
+  Host-side code that is not SPMD (evaluation, reading the step) runs on these single-device
+  arrays; they alias the replicated buffers, so this copies nothing.
+  """
+  return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree)
+
+
+def process_rows(sharding: NamedSharding, batch_size: int) -> slice:
+  """The contiguous rows of a global batch that this process's devices hold.
+
+  Raises:
+    ValueError: the process's rows are not contiguous (a mesh whose data axis interleaves
+      processes; `jax.make_mesh` never builds one).
+  """
+  starts, stops = set(), set()
+  for index in sharding.addressable_devices_indices_map((batch_size,)).values():
+    rows = index[0]
+    starts.add(rows.start or 0)
+    stops.add(batch_size if rows.stop is None else rows.stop)
+  lo, hi = min(starts), max(stops)
+  if (hi - lo) * jax.process_count() != batch_size:
+    raise ValueError(f"Process {jax.process_index()} holds rows {sorted(starts)}..{hi} of a "
+                     f"batch of {batch_size}: not one contiguous block.")
+  return slice(lo, hi)
+
+
+def host_to_global(batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global batch from the full batch every process drew on its host; each feeds its rows.
+
+  Args:
+    batch: [B, ...] the step's global batch (the same on every process).
+    sharding: `batch_sharding(mesh)`.
+
+  Returns:
+    [B, ...] jax.Array sharded along the batch axis.
+  """
+  rows = process_rows(sharding, batch.shape[0])
+  return jax.make_array_from_process_local_data(sharding, batch[rows], batch.shape)
+
+
+def _local_scope(regularizer_fn: regularizers.Regularizer,
+                 mesh: Mesh) -> regularizers.Regularizer:
+  num_shards = mesh.shape[DATA_AXIS]
+  shards_layout = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+  def split(a: jax.Array) -> jax.Array:
+    # Rows [i * b, (i + 1) * b) are device i's rows under `batch_sharding`: no data moves.
+    a = a.reshape(num_shards, a.shape[0] // num_shards, *a.shape[1:])
+    return jax.lax.with_sharding_constraint(a, shards_layout)
+
+  def local(map_fn, x, y, key):
+    # vmap over the shard axis rather than jax.shard_map: the regularizer's map (the decoder
+    # for the Jacobian penalty) closes over the parameters, and reverse-mode through a scan
+    # of that closure inside shard_map fails in jax 0.10 (mesh mismatch on the transpose).
+    # Independent draws per shard (the Jacobian's directions); GMG and DST ignore the key.
+    shard_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_shards))
+    values, aux = jax.vmap(lambda xs, ys, k: regularizer_fn(map_fn, xs, ys, k))(
+        split(x), split(y), shard_keys)
+    return jnp.mean(values), jax.tree.map(jnp.mean, aux)
+
+  return local
+
+
+_SCOPES: dict[str, Callable[[regularizers.Regularizer, Mesh], regularizers.Regularizer]] = {
+    # The partitioner gathers what the solver needs; the value is the single-device one.
+    "global": lambda regularizer_fn, mesh: regularizer_fn,
+    "local": _local_scope,
+}
+
+
+def scoped_regularizer(regularizer_fn: regularizers.Regularizer | None, scope: str,
+                       mesh: Mesh) -> regularizers.Regularizer | None:
+  """The regularizer applied to the whole global batch or per device sub-batch.
+
+  Args:
+    regularizer_fn: `regularizers.make_regularizer(config.regularizer)` (None: no regularizer).
+    scope: "global" (one problem on the global batch of B points) or "local" (one problem per
+      device on its B / num_data_shards points; values and diagnostics averaged over devices).
+    mesh: the step's mesh.
+
+  Returns:
+    A regularizer with the same signature, `(map_fn, x, y, key) -> (value, aux)`.
+  """
+  if scope not in _SCOPES:
+    raise ValueError(f"Unknown regularizer.scope {scope!r}; choose from {sorted(_SCOPES)}.")
+  if regularizer_fn is None:
+    return None
+  return _SCOPES[scope](regularizer_fn, mesh)

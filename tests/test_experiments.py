@@ -1,0 +1,172 @@
+"""Tests for experiments/: the sweep's grid, resumable running, and aggregation of results."""
+
+import csv
+import itertools
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+
+import aggregate  # noqa: E402
+import sweep  # noqa: E402
+
+from configs import default  # noqa: E402
+
+_TINY = ("data.image_size=16", "model.arch=mlp", "model.mlp_hidden=(32,)", "model.latent_dim=4",
+         "train.batch_size=16", "train.num_steps=4", "train.checkpoint_every=2",
+         "train.progress_bar=False", "eval.every_steps=4", "eval.metrics=('mig',)",
+         "eval.mode=fast", "eval.num_train=64", "eval.num_test=32", "eval.pictures=False")
+
+
+def _expected_paper_grid():
+  """The paper's grid written out independently of sweep.grid_variants."""
+  expected = set()
+  for objective in ("beta_vae", "beta_tcvae"):
+    for hfs in ("", ",hfs"):
+      expected.add(objective + hfs)
+      for reg, cost, on in itertools.product(("dst", "gmg"), ("l2", "scl2", "cos"),
+                                             ("encoder", "decoder")):
+        expected.add(f"{objective}{hfs},{reg}_{cost}_{on}")
+  return expected
+
+
+def test_grid_is_the_papers_exact_set_without_duplicates():
+  variants = sweep.grid_variants()
+  assert len(variants) == 2 * 2 * (1 + 2 * 3 * 2) == 52
+  assert len(set(variants)) == len(variants)
+  assert set(variants) == _expected_paper_grid()
+  runs = sweep.expand(variants, range(10))
+  assert len(runs) == 520
+  assert len({(r.variant, r.seed) for r in runs}) == 520
+  assert len({r.workdir("/root") for r in runs}) == 520
+
+
+def test_every_variant_builds_the_config_it_names():
+  for variant in sweep.grid_variants():
+    config = default.get_config(variant)
+    tokens = variant.split(",")
+    assert config.objective.name == tokens[0]
+    assert (config.objective.hfs_weight > 0) == ("hfs" in tokens)
+    reg = aggregate.parse_name(variant)
+    assert config.regularizer.name == reg["regularizer"]
+    if reg["regularizer"] != "none":
+      assert config.regularizer.on == reg["placement"]
+      assert config.regularizer.cost == {"l2": "sqeuclidean", "scl2": "scaled_sqeuclidean",
+                                         "cos": "cosine"}[reg["cost"]]
+
+
+def test_subsets_count_and_none_is_not_multiplied_by_cost_axes():
+  variants = sweep.grid_variants(objectives=["beta_vae"], hfs=[False], costs=["cos"],
+                                 placements=["encoder", "decoder"])
+  assert variants == ["beta_vae", "beta_vae,dst_cos_encoder", "beta_vae,dst_cos_decoder",
+                      "beta_vae,gmg_cos_encoder", "beta_vae,gmg_cos_decoder"]
+  readme = sweep.grid_variants(objectives=["beta_vae"], hfs=[False], placements=["decoder"])
+  assert len(readme) == 7
+  runs = sweep.expand(sweep.grid_variants(), [0, 1], pattern=r"gmg_cos_decoder$")
+  assert sorted({r.variant for r in runs}) == ["beta_tcvae,gmg_cos_decoder",
+                                               "beta_tcvae,hfs,gmg_cos_decoder",
+                                               "beta_vae,gmg_cos_decoder",
+                                               "beta_vae,hfs,gmg_cos_decoder"]
+  assert len(runs) == 8
+
+
+def test_overrides_reach_the_config_and_the_command():
+  runs = sweep.expand(["beta_vae", "beta_vae,dst_cos_decoder", "beta_vae,dst_scl2_decoder"], [3],
+                      overrides=("train.num_steps=7", "eval.metrics=('dci','mig')"),
+                      overrides_for=[("cos", "regularizer.weight=500")])
+  by_variant = {r.variant: r for r in runs}
+  assert by_variant["beta_vae,dst_cos_decoder"].overrides[-1] == "regularizer.weight=500"
+  assert "regularizer.weight=500" not in by_variant["beta_vae,dst_scl2_decoder"].overrides
+  config = sweep.load_config("configs/default.py", by_variant["beta_vae,dst_cos_decoder"])
+  assert config.seed == 3 and config.train.num_steps == 7
+  assert config.regularizer.weight == 500 and config.eval.metrics == ("dci", "mig")
+  cmd = sweep.command("configs/shapes3d.py", by_variant["beta_vae"], "/r")
+  assert cmd[:4] == ["python", "-m", "gmg_jax.main", "--config=configs/shapes3d.py:beta_vae"]
+  assert "--workdir=/r/beta_vae/seed_3" in cmd and "--config.seed=3" in cmd
+  assert "--config.train.num_steps=7" in cmd
+
+
+def _write_run(root, name, seed, metrics, step=100):
+  workdir = os.path.join(root, name, f"seed_{seed}")
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "metrics.json"), "w") as f:
+    json.dump({"step": step, **metrics}, f)
+  return workdir
+
+
+def test_aggregation_means_stds_csv_markdown_and_plots(tmp_path):
+  root, out = str(tmp_path / "study"), str(tmp_path / "out")
+  dci = {"beta_vae": [0.1, 0.2, 0.6], "beta_vae+gmg_cos_decoder": [0.5, 0.7]}
+  for name, values in dci.items():
+    for seed, value in enumerate(values):
+      _write_run(root, name, seed, {"dci": {"disentanglement": value, "completeness": 2 * value},
+                                    "mig": {"discrete_mig": 0.01 * seed}})
+  os.makedirs(os.path.join(root, "beta_vae", "seed_9"))  # unfinished run: no metrics.json
+  summary = aggregate.write_results(root, out)
+  by_config = {s["config"]: s for s in summary}
+  mean, std, n = by_config["beta_vae"]["dci/disentanglement"]
+  assert n == 3 and mean == pytest.approx(0.3) and std == pytest.approx(np.std([.1, .2, .6],
+                                                                                ddof=1))
+  mean, std, n = by_config["beta_vae+gmg_cos_decoder"]["dci/completeness"]
+  assert (n, mean, std) == (2, pytest.approx(1.2), pytest.approx(math.sqrt(0.08)))
+  gmg = by_config["beta_vae+gmg_cos_decoder"]
+  assert (gmg["regularizer"], gmg["cost"], gmg["placement"]) == ("gmg", "cos", "decoder")
+  with open(os.path.join(out, "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 5
+  assert {float(r["dci/disentanglement"]) for r in rows} == {0.1, 0.2, 0.6, 0.5, 0.7}
+  table = open(os.path.join(out, "results.md")).read()
+  assert "| beta_vae | no | none | - | - | 3 | 0.300 ± 0.265 |" in table
+  assert os.path.getsize(os.path.join(out, "dci_disentanglement.png")) > 1000
+
+
+def test_single_seed_has_no_std_and_parse_name_reads_every_axis():
+  summary = aggregate.summarize([{"config": "a", "objective": "beta_vae", "hfs": "no",
+                                  "regularizer": "none", "cost": "-", "placement": "-",
+                                  "seed": 0, "m": 0.25}], ["m"])
+  assert summary[0]["m"][0] == 0.25 and math.isnan(summary[0]["m"][1])
+  assert aggregate.format_cell(summary[0]["m"]) == "0.250"
+  assert aggregate.parse_name("beta_tcvae+hfs+dst_scl2_encoder") == {
+      "config": "beta_tcvae+hfs+dst_scl2_encoder", "objective": "beta_tcvae", "hfs": "yes",
+      "regularizer": "dst", "cost": "scl2", "placement": "encoder"}
+
+
+def test_finished_runs_are_skipped_and_unfinished_ones_launched(tmp_path, monkeypatch):
+  root = str(tmp_path)
+  runs = sweep.expand(["beta_vae"], [0, 1, 2], overrides=_TINY)
+  _write_run(root, "beta_vae", 0, {"mig": {"discrete_mig": 0.1}}, step=4)  # finished
+  _write_run(root, "beta_vae", 1, {"mig": {"discrete_mig": 0.1}}, step=2)  # evaluated midway
+  launched = []
+
+  def fake_call(cmd, **kwargs):
+    workdir = next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
+    launched.append(workdir)
+    _write_run(os.path.dirname(os.path.dirname(workdir)), "beta_vae",
+               int(workdir.rsplit("_", 1)[1]), {}, step=4)
+    return 0
+
+  monkeypatch.setattr(sweep.subprocess, "call", fake_call)
+  statuses = sweep.run_all("configs/default.py", runs, root)
+  assert [s for _, s in statuses] == ["skipped", "done", "done"]
+  assert launched == [runs[1].workdir(root), runs[2].workdir(root)]
+  assert [s for _, s in sweep.run_all("configs/default.py", runs, root)] == ["skipped"] * 3
+
+
+@pytest.mark.slow
+def test_sweep_cli_runs_a_real_tiny_run_then_skips_it(tmp_path):
+  args = ["--config=configs/default.py", "--study=tiny", f"--root={tmp_path}/runs",
+          f"--results={tmp_path}/results", "--objectives=beta_vae", "--hfs=no",
+          "--regularizers=none", "--seeds=0", *(f"--set={o}" for o in _TINY)]
+  sweep.main(["--run", *args])
+  workdir = tmp_path / "runs" / "tiny" / "beta_vae" / "seed_0"
+  assert json.load(open(workdir / "metrics.json"))["step"] == 4
+  assert (tmp_path / "results" / "tiny" / "results.csv").exists()
+  mtime = os.path.getmtime(workdir / "metrics.json")
+  sweep.main(["--run", *args])
+  assert os.path.getmtime(workdir / "metrics.json") == mtime

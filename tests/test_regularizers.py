@@ -1,0 +1,80 @@
+"""Tests for gmg_jax.regularizers: the shared slot for GMG, DST and the Jacobian penalty."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from gmg_jax import gmg, regularizers
+
+
+def _config(**fields):
+  return ml_collections.ConfigDict(dict(name="gmg", **fields))
+
+
+def test_none_and_unknown_names():
+  assert regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="none"))) is None
+  with pytest.raises(ValueError, match="jacobian"):
+    regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="gmm")))
+
+
+def test_gmg_and_dst_match_the_core_functions():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(32, 6)).astype(np.float32)
+  y = np.tanh(x @ rng.normal(size=(6, 3)).astype(np.float32))
+  key = jax.random.key(0)
+  reg = regularizers.make_regularizer(_config(cost="scaled_sqeuclidean", epsilon_0=0.003,
+                                              weight=5.0, on="decoder"))
+  value, aux = reg(None, x, y, key)
+  expected, info = gmg.gromov_monge_gap(x, y, cost="scaled_sqeuclidean", epsilon_0=0.003)
+  np.testing.assert_allclose(value, expected, rtol=1e-6)
+  np.testing.assert_allclose(aux["gmg_distortion"], info.distortion, rtol=1e-6)
+  assert float(aux["gmg_converged"]) == float(info.converged) and float(value) > 0
+
+  dst = regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="dst", cost="cosine")))
+  value, aux = dst(None, x, y, key)
+  np.testing.assert_allclose(
+      value, gmg.distortion(gmg.cost_matrix(x, "cosine"), gmg.cost_matrix(y, "cosine")),
+      rtol=1e-6)
+
+
+def _jacobian_config(**fields):
+  return ml_collections.ConfigDict(dict(name="jacobian", **fields))
+
+
+def test_jacobian_penalty_of_isometries():
+  rng = np.random.default_rng(1)
+  q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+  q = jnp.asarray(q[:, :4], jnp.float32)  # 4 -> 5, orthonormal columns: an isometric embedding.
+  x = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
+  key = jax.random.key(1)
+  scaled = regularizers.make_regularizer(_jacobian_config(num_projections=8, scaled=True))
+  strict = regularizers.make_regularizer(_jacobian_config(num_projections=8, scaled=False))
+  for c in (1.0, 3.0):
+    fn = lambda z, c=c: c * z @ q.T  # noqa: E731
+    assert float(scaled(fn, x, fn(x), key)[0]) < 1e-10
+    np.testing.assert_allclose(strict(fn, x, fn(x), key)[0], (c**2 - 1) ** 2, rtol=1e-5,
+                               atol=1e-10)
+
+
+def test_jacobian_penalty_matches_full_jacobians():
+  rng = np.random.default_rng(2)
+  w = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+  fn = lambda z: jnp.tanh(z @ w) * jnp.sum(z, axis=1, keepdims=True)  # noqa: E731
+  x = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+  key = jax.random.key(3)
+  value, aux = regularizers.jacobian(fn, x, None, key, num_projections=5, scaled=True)
+  # The same directions, applied to per-sample Jacobians formed in full.
+  jac = jax.vmap(jax.jacfwd(lambda z: fn(z[None])[0]))(x)  # [n, 4, 3]
+  s = []
+  for k in jax.random.split(key, 5):
+    v = jax.random.normal(k, x.shape, x.dtype)
+    v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+    s.append(jnp.sum(jnp.einsum("nij,nj->ni", jac, v) ** 2, axis=1))
+  s = jnp.stack(s)
+  np.testing.assert_allclose(value, jnp.var(s) / jnp.mean(s) ** 2, rtol=1e-4)
+  np.testing.assert_allclose(aux["jacobian_mean_sq_norm"], jnp.mean(s), rtol=1e-5)
+  grad = jax.grad(lambda w_: regularizers.jacobian(
+      lambda z: jnp.tanh(z @ w_) * jnp.sum(z, axis=1, keepdims=True), x, None, key)[0])(w)
+  assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) > 0
