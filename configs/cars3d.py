@@ -1,7 +1,8 @@
 """Cars3D (17,568 64x64x3 images; elevation, azimuth, car).
 
   python -m gmg_jax.main --config=configs/cars3d.py --workdir=/tmp/cars3d
-  python -m gmg_jax.main --config=configs/cars3d.py:beta_tcvae,gmg_cos_decoder --workdir=/tmp/cars3d_gmg
+  python -m gmg_jax.main --config=configs/cars3d.py:beta_tcvae,gmg_cos_decoder \\
+      --workdir=/tmp/cars3d_gmg
 
 Files: `python -m gmg_jax.data.download cars3d --data_dir=DIR`, then --config.data.data_dir=DIR
 (or set GMG_DATA_DIR).

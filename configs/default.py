@@ -30,7 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.data_dir = ""  # "" = $GMG_DATA_DIR, then ~/gmg_data.
   config.data.image_size = 64  # Image side; procedural sets render at any multiple of 16.
   config.data.on_device = "auto"  # Keep the images on the accelerator: "auto", True or False.
-  config.data.device_budget_gb = ml_collections.FieldReference(None, field_type=float)  # "auto" budget.
+  # Device memory budget (GB) of on_device="auto"; None: half the accelerator's memory.
+  config.data.device_budget_gb = ml_collections.FieldReference(None, field_type=float)
   config.data.manual_dir = ""  # tfds only: directory holding already downloaded files.
 
   config.model = ml_collections.ConfigDict()
@@ -41,14 +42,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.disc_layers = 6  # FactorVAE critic depth.
 
   config.objective = ml_collections.ConfigDict()
-  config.objective.name = "beta_vae"  # beta_vae | beta_tcvae | factor_vae | dip_vae | annealed_vae | decoder_free.
+  # beta_vae | beta_tcvae | factor_vae | dip_vae | annealed_vae | decoder_free.
+  config.objective.name = "beta_vae"
   config.objective.beta = 4.0  # beta-VAE KL weight; beta-TCVAE (dlib form) TC weight is beta - 1.
   config.objective.gamma = 10.0  # FactorVAE weight of the critic's TC estimate.
   config.objective.c_max = 25.0  # AnnealedVAE final capacity (nats).
   config.objective.iteration_threshold = 100_000  # AnnealedVAE steps until capacity = c_max.
   config.objective.gamma_annealed = 1000.0  # AnnealedVAE weight of |KL - C|.
   config.objective.lambda_od = 10.0  # DIP-VAE off-diagonal weight.
-  config.objective.lambda_d_factor = 10.0  # DIP-VAE diagonal weight / lambda_od (10 type i, 1 type ii).
+  config.objective.lambda_d_factor = 10.0  # DIP diagonal weight / lambda_od (i: 10, ii: 1).
   config.objective.dip_type = "i"  # DIP-VAE type: "i" or "ii".
   config.objective.hfs_weight = 0.0  # Weight of HFS (Roth et al. 2023); 0 disables it.
   config.objective.hfs_pairs = 25  # Random latent pairs per step for HFS.
@@ -56,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.objective.tcvae_alpha = 1.0  # Decomposed beta-TCVAE: MI weight.
   config.objective.tcvae_beta = 6.0  # Decomposed beta-TCVAE: TC weight.
   config.objective.tcvae_gamma = 1.0  # Decomposed beta-TCVAE: dimension-wise KL weight.
-  config.objective.dataset_size = 480_000  # N for the stratified-sampling weights (decomposed TCVAE).
+  config.objective.dataset_size = 480_000  # N of the decomposed TCVAE's stratified sampling.
   config.objective.prior_matching = "kl"  # decoder_free prior term: "kl" or "sinkhorn".
 
   config.regularizer = ml_collections.ConfigDict()
@@ -67,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Data parallel: "global" = one GW problem on the global batch (the single-device objective, any
   # device count); "local" = one per device sub-batch of batch_size / devices, averaged (cheaper).
   config.regularizer.scope = "global"
-  config.regularizer.cost = "cosine"  # GMG/DST cost: "sqeuclidean", "scaled_sqeuclidean", "cosine".
+  config.regularizer.cost = "cosine"  # "sqeuclidean", "scaled_sqeuclidean" or "cosine".
   config.regularizer.epsilon_0 = 0.01  # GMG: epsilon = epsilon_0 * stat(C_X) * stat(C_Y).
   config.regularizer.epsilon_stat = "mean"  # GMG: stat of the epsilon rule: "mean", "max", "std".
   config.regularizer.init = "product"  # GMG: first GW linearization at "product" or "identity".
@@ -93,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.batch_size = 64  # Global batch size (split over devices).
   config.train.num_steps = 300_000  # Total steps; may be raised when resuming.
   config.train.log_every = 100  # Steps between metric log lines.
-  config.train.checkpoint_every = 1000  # Steps between checkpoints (also saved on SIGTERM and at the end).
+  config.train.checkpoint_every = 1000  # Steps between checkpoints (+ on SIGTERM and at the end).
   config.train.max_checkpoints = 3  # Checkpoints kept.
   config.train.init_from = ""  # Workdir to initialize from when this workdir has no checkpoint.
   config.train.resume_with_changed_config = False  # Resume even if the saved config differs.

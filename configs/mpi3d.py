@@ -3,7 +3,8 @@
 unless the accelerator has room (data.on_device).
 
   python -m gmg_jax.main --config=configs/mpi3d.py --workdir=/tmp/mpi3d
-  python -m gmg_jax.main --config=configs/mpi3d.py:beta_tcvae,gmg_cos_decoder --workdir=/tmp/mpi3d_gmg
+  python -m gmg_jax.main --config=configs/mpi3d.py:beta_tcvae,gmg_cos_decoder \\
+      --workdir=/tmp/mpi3d_gmg
 
 Files: `python -m gmg_jax.data.download mpi3d_toy --data_dir=DIR`, then --config.data.data_dir=DIR
 (or set GMG_DATA_DIR).

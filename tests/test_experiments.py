@@ -170,3 +170,21 @@ def test_sweep_cli_runs_a_real_tiny_run_then_skips_it(tmp_path):
   mtime = os.path.getmtime(workdir / "metrics.json")
   sweep.main(["--run", *args])
   assert os.path.getmtime(workdir / "metrics.json") == mtime
+
+
+def test_epsilon_ablation_sees_no_gap_for_an_isometry_and_a_large_one_for_a_shuffle():
+  import ablate_epsilon
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(16, 3)).astype(np.float32)
+  rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+  image = (x @ rotation.T).astype(np.float32)
+  shuffled = image[rng.permutation(16)]
+  rows = ablate_epsilon.solver_table([(x, image), (x, shuffled)], ["sqeuclidean"], [0.01],
+                                     "decoder")
+  assert len(rows) == 1
+  iso = ablate_epsilon.solver_table([(x, image)], ["sqeuclidean"], [0.01], "decoder")[0]
+  shuffle = ablate_epsilon.solver_table([(x, shuffled)], ["sqeuclidean"], [0.01], "decoder")[0]
+  assert iso["gap"] == pytest.approx(0.0, abs=1e-4) and iso["dst"] < 1e-4
+  assert shuffle["gap_over_dst"] > 0.5 and shuffle["identity_won"] == 0.0
+  assert "| decoder | sqeuclidean | 0.01 |" in ablate_epsilon.format_table(rows)

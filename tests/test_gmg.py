@@ -48,8 +48,8 @@ def test_cost_matrices_against_loops(rng):
   flat = x.reshape(7, -1)
   sq = np.array([[np.sum((a - b) ** 2) for b in flat] for a in flat])
   norms = np.maximum(np.linalg.norm(flat, axis=1), 1e-6)
-  cos = np.array([[1 - a @ b / (na * nb) for b, nb in zip(flat, norms)]
-                  for a, na in zip(flat, norms)])
+  cos = np.array([[1 - a @ b / (na * nb) for b, nb in zip(flat, norms, strict=True)]
+                  for a, na in zip(flat, norms, strict=True)])
   np.fill_diagonal(cos, 0.0)
   np.testing.assert_allclose(gmg.cost_matrix(x, "sqeuclidean"), sq, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(gmg.cost_matrix(x, "scaled_sqeuclidean"), sq / sq.mean(),
@@ -68,8 +68,8 @@ def test_gw_energy_of_identity_is_distortion_and_matches_quadruple_sum(rng):
   cy = gmg.cost_matrix(rng.normal(size=(n, 2)), "sqeuclidean")
   plan = rng.random((n, n))
   plan /= plan.sum()
-  loops = 0.5 * sum((cx[i, k] - cy[j, l]) ** 2 * plan[i, j] * plan[k, l]
-                    for i, j, k, l in itertools.product(range(n), repeat=4))
+  loops = 0.5 * sum((cx[i, k] - cy[j, m]) ** 2 * plan[i, j] * plan[k, m]
+                    for i, j, k, m in itertools.product(range(n), repeat=4))
   np.testing.assert_allclose(gmg.gw_energy(cx, cy, plan), loops, rtol=1e-5)
   np.testing.assert_allclose(gmg.gw_energy(cx, cy, jnp.eye(n) / n), gmg.distortion(cx, cy),
                              rtol=1e-5)
@@ -331,7 +331,7 @@ def test_jit_equals_eager(rng, cost):
   y = np.sin(x[:, :3] * 2).astype(np.float32)
   eager = gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=0.01)
   jitted = jax.jit(lambda x, y: gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=0.01))(x, y)
-  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 

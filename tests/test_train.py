@@ -79,7 +79,8 @@ def test_objectives_and_regularizers_train_finite(tiny, tmp_path, variant):
     state, metrics = step(state, dataset)
     assert bool(metrics["finite"]), metrics
   assert int(state.step) == 3
-  changed = [not np.array_equal(a, np.asarray(b)) for a, b in zip(before, _params(state))]
+  changed = [not np.array_equal(a, np.asarray(b))
+             for a, b in zip(before, _params(state), strict=True)]
   assert any(changed)
   if variant.startswith("gmg"):
     assert "regularizer/gmg" in metrics and np.isfinite(float(metrics["regularizer"]))
@@ -126,7 +127,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
   ref_state, _ = _latest_params(tmp_path / "reference")
   res_state, meta = _latest_params(killed)
   assert int(res_state.step) == int(ref_state.step) == 60 and meta["data_position"] == 60
-  for a, b in zip(_params(ref_state), _params(res_state)):
+  for a, b in zip(_params(ref_state), _params(res_state), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The resumed run's log has each step once.
   with open(killed / "metrics.jsonl") as f:
