@@ -81,7 +81,7 @@ def jacobian(
     y: jax.Array,
     key: jax.Array,
     *,
-    num_projections: int = 4,
+    num_projections: int = 1,
     scaled: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Isometry penalty on the Jacobian ``J(x_i)`` of the map, by JVPs on random unit directions.
@@ -105,14 +105,14 @@ def jacobian(
   """
   del y
 
-  def squared_jvp_norm(direction_key: jax.Array) -> jax.Array:
-    v = jax.random.normal(direction_key, x.shape, x.dtype)
-    axes = tuple(range(1, x.ndim))
-    v = v / jnp.sqrt(jnp.sum(v * v, axis=axes, keepdims=True))
-    _, jv = jax.jvp(map_fn, (x,), (v,))
-    return jnp.sum(jnp.reshape(jv, (jv.shape[0], -1)) ** 2, axis=1)
-
-  s = jax.lax.map(squared_jvp_norm, jax.random.split(key, num_projections))  # [p, n]
+  # All projections in one batched JVP ([p * n, ...]): a `lax.map` over projections kept XLA
+  # from fusing the conv JVPs and made a 64x64 decoder step 35x slower than the plain step.
+  directions = jax.random.normal(key, (num_projections, *x.shape), x.dtype)
+  axes = tuple(range(2, directions.ndim))
+  directions = directions / jnp.sqrt(jnp.sum(directions**2, axis=axes, keepdims=True))
+  tiled = jnp.broadcast_to(x, directions.shape).reshape(-1, *x.shape[1:])
+  _, jv = jax.jvp(map_fn, (tiled,), (directions.reshape(tiled.shape),))
+  s = jnp.sum(jnp.reshape(jv, (num_projections, x.shape[0], -1)) ** 2, axis=2)  # [p, n]
   mean_s = jnp.mean(s)
   if scaled:
     value = jnp.var(s) / jnp.maximum(mean_s**2, 1e-12)
