@@ -71,8 +71,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.regularizer.scope = "global"
   config.regularizer.cost = "cosine"  # "sqeuclidean", "scaled_sqeuclidean" or "cosine".
   config.regularizer.epsilon_0 = 0.01  # GMG: epsilon = epsilon_0 * stat(C_X) * stat(C_Y).
+  # GMG value trained: "entropic" (paper: DST - GW_eps) or "certified" (>= 0, often 0 on
+  # trained decoders; see gmg_jax.regularizers.gmg). Both are logged.
+  config.regularizer.estimator = "entropic"
   config.regularizer.epsilon_stat = "mean"  # GMG: stat of the epsilon rule: "mean", "max", "std".
-  config.regularizer.init = "product"  # GMG: first GW linearization at "product" or "identity".
+  config.regularizer.init = "both"  # GMG: start GW at "product", "identity" or "both" (best of).
   config.regularizer.max_iterations = 50  # GMG: outer GW iterations cap.
   config.regularizer.sinkhorn_max_iterations = 1000  # GMG: inner Sinkhorn iterations cap.
   config.regularizer.threshold = 1e-3  # GMG: outer GW tolerance.

@@ -24,11 +24,16 @@ def test_gmg_and_dst_match_the_core_functions():
   x = rng.normal(size=(32, 6)).astype(np.float32)
   y = np.tanh(x @ rng.normal(size=(6, 3)).astype(np.float32))
   key = jax.random.key(0)
-  reg = regularizers.make_regularizer(_config(cost="scaled_sqeuclidean", epsilon_0=0.003,
-                                              weight=5.0, on="decoder"))
-  value, aux = reg(None, x, y, key)
   expected, info = gmg.gromov_monge_gap(x, y, cost="scaled_sqeuclidean", epsilon_0=0.003)
+  reg = regularizers.make_regularizer(_config(cost="scaled_sqeuclidean", epsilon_0=0.003,
+                                              weight=5.0, on="decoder", estimator="certified"))
+  value, aux = reg(None, x, y, key)
   np.testing.assert_allclose(value, expected, rtol=1e-6)
+  entropic = regularizers.make_regularizer(_config(cost="scaled_sqeuclidean", epsilon_0=0.003))
+  value_entropic, aux_entropic = entropic(None, x, y, key)
+  np.testing.assert_allclose(value_entropic, info.distortion - info.gw_cost, rtol=1e-5)
+  np.testing.assert_allclose(aux_entropic["gmg"], expected, rtol=1e-6)
+  assert float(value_entropic) < float(value)  # the entropic term makes it smaller
   np.testing.assert_allclose(aux["gmg_distortion"], info.distortion, rtol=1e-6)
   assert float(aux["gmg_converged"]) == float(info.converged) and float(value) > 0
 
