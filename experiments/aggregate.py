@@ -1,4 +1,4 @@
-"""Aggregates a sweep's runs into a CSV, a markdown table (mean ± std over seeds) and bar plots.
+r"""Aggregates a sweep's runs into a CSV, a markdown table (mean ± std over seeds) and bar plots.
 
   python experiments/aggregate.py --root=/tmp/gmg_sweeps/readme_cpu32 \
       --out=experiments/results/readme_cpu32

@@ -1,4 +1,4 @@
-"""Wall time per training step vs batch size and latent dim, plain beta-VAE vs + GMG (and DST).
+r"""Wall time per training step vs batch size and latent dim, plain beta-VAE vs + GMG (and DST).
 
   python experiments/bench_batch_size.py                              # cpu32 MLP setting, ~3 min
   python experiments/bench_batch_size.py --batch_sizes=64,256,1024 --latent_dims=10 --arch=conv \

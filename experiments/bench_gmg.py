@@ -1,4 +1,4 @@
-"""GMG value + gradient against POT's entropic GW, and the epsilon_0 ablation, in one run.
+r"""GMG value + gradient against POT's entropic GW, and the epsilon_0 ablation, in one run.
 
     python experiments/bench_gmg.py                       # full default run (~5 min, 2 CPU cores)
     python experiments/bench_gmg.py --sizes 64 --pot_costs cosine --grid_costs cosine \

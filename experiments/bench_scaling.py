@@ -1,4 +1,4 @@
-"""Data-parallel scaling: step time and examples/s against batch size and device count.
+r"""Data-parallel scaling: step time and examples/s against batch size and device count.
 
     python experiments/bench_scaling.py                          # default (~6 min, 2 CPU cores)
     python experiments/bench_scaling.py --devices 1,4 --batch_sizes 64,256 --steps 2   # ~1 min

@@ -1,4 +1,4 @@
-"""The GMG paper's grid of runs for one dataset config: expand, run (resumable), print, aggregate.
+r"""The GMG paper's grid of runs for one dataset config: expand, run (resumable), print, aggregate.
 
 The grid (Uscidda et al. 2025): {beta_vae, beta_tcvae} x {without, with hfs} x ({none} +
 {dst, gmg} x {l2, scl2, cos} x {encoder, decoder}) x seeds. "none" has no cost and no placement,

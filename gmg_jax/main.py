@@ -1,4 +1,4 @@
-"""Trains and evaluates a VAE (with GMG / DST / Jacobian regularizers) from a config file.
+r"""Trains and evaluates a VAE (with GMG / DST / Jacobian regularizers) from a config file.
 
   python -m gmg_jax.main --config=configs/default.py:runlocal --workdir=/tmp/gmg
   python -m gmg_jax.main --config=configs/shapes3d.py:gmg_cos_decoder \
