@@ -122,6 +122,7 @@ def _objective(name):
       config.objective.beta = 6.0
     if name == "factor_vae":
       config.objective.gamma = 30.0
+
   return apply
 
 
@@ -137,6 +138,7 @@ def _regularizer(name, cost, on):
     config.regularizer.on = on
     if cost is not None:
       config.regularizer.cost = _COSTS[cost]
+
   return apply
 
 
@@ -158,12 +160,16 @@ def _runlocal(config):
 
 
 VARIANTS = {
-    **{name: _objective(name) for name in _OBJECTIVES},
-    "hfs": _hfs,
-    **{f"{reg}_{cost}_{on}": _regularizer(reg, cost, on)
-       for reg in ("gmg", "dst") for cost in _COSTS for on in ("encoder", "decoder")},
-    **{f"jacobian_{on}": _regularizer("jacobian", None, on) for on in ("encoder", "decoder")},
-    "runlocal": _runlocal,
+  **{name: _objective(name) for name in _OBJECTIVES},
+  "hfs": _hfs,
+  **{
+    f"{reg}_{cost}_{on}": _regularizer(reg, cost, on)
+    for reg in ("gmg", "dst")
+    for cost in _COSTS
+    for on in ("encoder", "decoder")
+  },
+  **{f"jacobian_{on}": _regularizer("jacobian", None, on) for on in ("encoder", "decoder")},
+  "runlocal": _runlocal,
 }
 
 

@@ -45,8 +45,9 @@ from gmg_jax import gmg  # noqa: E402
 CODE_DIM = 10
 
 
-def procedural_batches(num_batches: int, batch_size: int, image_size: int,
-                       seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def procedural_batches(
+  num_batches: int, batch_size: int, image_size: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
   """Procedural images and disentangled stand-in codes.
 
   Args:
@@ -62,10 +63,17 @@ def procedural_batches(num_batches: int, batch_size: int, image_size: int,
 
   from gmg_jax import data as data_lib
 
-  config = ml_collections.ConfigDict({"name": "shapes3d_procedural", "source": "files",
-                                      "data_dir": "", "image_size": image_size,
-                                      "on_device": False, "device_budget_gb": None,
-                                      "manual_dir": ""})
+  config = ml_collections.ConfigDict(
+    {
+      "name": "shapes3d_procedural",
+      "source": "files",
+      "data_dir": "",
+      "image_size": image_size,
+      "on_device": False,
+      "device_budget_gb": None,
+      "manual_dir": "",
+    }
+  )
   dataset = data_lib.get_dataset(config)
   rng = np.random.default_rng(seed)
   rotation, _ = np.linalg.qr(rng.normal(size=(CODE_DIM, CODE_DIM)))
@@ -83,9 +91,9 @@ def procedural_batches(num_batches: int, batch_size: int, image_size: int,
   return batches
 
 
-def run_batches(workdir: str, num_batches: int, batch_size: int,
-                seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]],
-                                        list[tuple[np.ndarray, np.ndarray]]]:
+def run_batches(
+  workdir: str, num_batches: int, batch_size: int, seed: int = 0
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
   """Batches from a trained run: (images, encoder means) and (sampled codes, decoder outputs).
 
   Args:
@@ -118,8 +126,12 @@ def run_batches(workdir: str, num_batches: int, batch_size: int,
   return encoder, decoder
 
 
-def solver_table(batches: Sequence[tuple[np.ndarray, np.ndarray]], costs: Sequence[str],
-                 epsilons: Sequence[float], placement: str) -> list[dict]:
+def solver_table(
+  batches: Sequence[tuple[np.ndarray, np.ndarray]],
+  costs: Sequence[str],
+  epsilons: Sequence[float],
+  placement: str,
+) -> list[dict]:
   """GMG diagnostics per (cost, epsilon_0), averaged over the batches.
 
   Args:
@@ -133,10 +145,12 @@ def solver_table(batches: Sequence[tuple[np.ndarray, np.ndarray]], costs: Sequen
   """
   rows = []
   for cost in costs:
+
     def value_and_grad(x, y, epsilon_0, cost=cost):
       def f(y):
         gap, info = gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=epsilon_0)
         return gap, info
+
       return jax.value_and_grad(f, has_aux=True)(y)
 
     # epsilon_0 is traced: one compilation per cost serves the whole column.
@@ -148,12 +162,17 @@ def solver_table(batches: Sequence[tuple[np.ndarray, np.ndarray]], costs: Sequen
         (gap, info), grad = fn(x, y, jnp.float32(epsilon_0))
         jax.block_until_ready(grad)
         times.append(time.perf_counter() - start)
-        records.append(dict(gap=float(gap), dst=float(info.distortion),
-                            iterations=float(info.iterations),
-                            converged=float(info.converged),
-                            entropy=float(info.plan_entropy_ratio),
-                            identity_won=float(info.identity_won),
-                            grad_norm=float(jnp.linalg.norm(grad))))
+        records.append(
+          dict(
+            gap=float(gap),
+            dst=float(info.distortion),
+            iterations=float(info.iterations),
+            converged=float(info.converged),
+            entropy=float(info.plan_entropy_ratio),
+            identity_won=float(info.identity_won),
+            grad_norm=float(jnp.linalg.norm(grad)),
+          )
+        )
       mean = {k: float(np.mean([r[k] for r in records])) for k in records[0]}
       mean["gap_over_dst"] = float(np.mean([r["gap"] / max(r["dst"], 1e-12) for r in records]))
       # The first call of a column pays the compilation; report the median of the rest.
@@ -164,19 +183,37 @@ def solver_table(batches: Sequence[tuple[np.ndarray, np.ndarray]], costs: Sequen
 
 def format_table(rows: Sequence[dict]) -> str:
   """Markdown table of `solver_table` rows."""
-  header = ("placement", "cost", "epsilon_0", "gap", "gap/DST", "iters", "converged",
-            "H/log n", "identity_won", "|grad|", "ms")
+  header = (
+    "placement",
+    "cost",
+    "epsilon_0",
+    "gap",
+    "gap/DST",
+    "iters",
+    "converged",
+    "H/log n",
+    "identity_won",
+    "|grad|",
+    "ms",
+  )
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in rows:
     lines.append(
-        f"| {r['placement']} | {r['cost']} | {r['epsilon_0']:g} | {r['gap']:.4g} | "
-        f"{r['gap_over_dst']:.3f} | {r['iterations']:.1f} | {r['converged']:.2f} | "
-        f"{r['entropy']:.3f} | {r['identity_won']:.2f} | {r['grad_norm']:.3g} | {r['ms']:.1f} |")
+      f"| {r['placement']} | {r['cost']} | {r['epsilon_0']:g} | {r['gap']:.4g} | "
+      f"{r['gap_over_dst']:.3f} | {r['iterations']:.1f} | {r['converged']:.2f} | "
+      f"{r['entropy']:.3f} | {r['identity_won']:.2f} | {r['grad_norm']:.3g} | {r['ms']:.1f} |"
+    )
   return "\n".join(lines) + "\n"
 
 
-def downstream(epsilons: Sequence[float], seeds: Sequence[int], variant: str, root: str,
-               out: str, extra: Sequence[str]) -> str:
+def downstream(
+  epsilons: Sequence[float],
+  seeds: Sequence[int],
+  variant: str,
+  root: str,
+  out: str,
+  extra: Sequence[str],
+) -> str:
   """Short cpu32 runs of `variant` per epsilon_0 (resumable) and their DCI-D table.
 
   Args:
@@ -199,13 +236,17 @@ def downstream(epsilons: Sequence[float], seeds: Sequence[int], variant: str, ro
     overrides = (*sweep.SETTINGS["cpu32"], f"regularizer.epsilon_0={epsilon_0!r}", *extra)
     runs = sweep.expand([variant], seeds, overrides)
     sweep.run_all("configs/default.py", runs, study_root)
-    summary = aggregate.summarize(aggregate.collect(study_root),
-                                  ["dci/disentanglement", "mig/discrete_mig",
-                                   "train/regularizer/gmg_identity_won"])
-    cells = [aggregate.format_cell(summary[0].get(m)) if summary else "" for m in
-             ("dci/disentanglement", "mig/discrete_mig", "train/regularizer/gmg_identity_won")]
-    lines.append(f"| {epsilon_0:g} | {summary[0]['n'] if summary else 0} | " + " | ".join(cells)
-                 + " |")
+    summary = aggregate.summarize(
+      aggregate.collect(study_root),
+      ["dci/disentanglement", "mig/discrete_mig", "train/regularizer/gmg_identity_won"],
+    )
+    cells = [
+      aggregate.format_cell(summary[0].get(m)) if summary else ""
+      for m in ("dci/disentanglement", "mig/discrete_mig", "train/regularizer/gmg_identity_won")
+    ]
+    lines.append(
+      f"| {epsilon_0:g} | {summary[0]['n'] if summary else 0} | " + " | ".join(cells) + " |"
+    )
   table = "\n".join(lines) + "\n"
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "downstream.md"), "w", encoding="utf-8") as f:
@@ -226,8 +267,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--variant", default="beta_vae,gmg_cos_decoder")
   p.add_argument("--seeds", default="0")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-  p.add_argument("--root", default=os.path.join(os.environ.get("GMG_SWEEP_ROOT", "/tmp/gmg_sweeps"),
-                                                "ablate_epsilon"))
+  p.add_argument(
+    "--root",
+    default=os.path.join(os.environ.get("GMG_SWEEP_ROOT", "/tmp/gmg_sweeps"), "ablate_epsilon"),
+  )
   p.add_argument("--out", default=os.path.join(ROOT, "experiments", "results", "ablate_epsilon"))
   args = p.parse_args(argv)
   epsilons = [float(e) for e in args.epsilons.split(",")]
@@ -250,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   os.makedirs(args.out, exist_ok=True)
   name = "solver_run.md" if args.workdir else "solver_procedural.md"
   with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:
-    f.write(f"GMG solver diagnostics ({source}; {args.batches} batches of {args.batch_size}).\n\n"
-            f"{table}")
+    f.write(
+      f"GMG solver diagnostics ({source}; {args.batches} batches of {args.batch_size}).\n\n{table}"
+    )
   if args.downstream:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     print(downstream(epsilons, seeds, args.variant, args.root, args.out, args.set))

@@ -30,12 +30,19 @@ from typing import Any
 import numpy as np
 
 # Columns of results.md and the plots, in this order, when present.
-MAIN_METRICS = ("dci/disentanglement", "dci/completeness", "dci/informativeness_test",
-                "mig/discrete_mig", "sap/sap", "modularity_explicitness/modularity")
+MAIN_METRICS = (
+  "dci/disentanglement",
+  "dci/completeness",
+  "dci/informativeness_test",
+  "mig/discrete_mig",
+  "sap/sap",
+  "modularity_explicitness/modularity",
+)
 TRAIN_COLUMNS = ("train/reconstruction", "train/regularizer/gmg_identity_won")
 PLOT_METRICS = ("dci/disentanglement", "mig/discrete_mig")
 _REGULARIZER = re.compile(
-    r"^(dst|gmg)_(l2|scl2|cos)_(encoder|decoder)$|^(jacobian)_(encoder|decoder)$")
+  r"^(dst|gmg)_(l2|scl2|cos)_(encoder|decoder)$|^(jacobian)_(encoder|decoder)$"
+)
 
 
 def parse_name(name: str) -> dict[str, str]:
@@ -49,9 +56,14 @@ def parse_name(name: str) -> dict[str, str]:
     placement are "-" where they do not apply.
   """
   tokens = [t for t in re.split(r"[+,]", name) if t]
-  axes = {"config": name.replace(",", "+"), "objective": tokens[0] if tokens else "",
-          "hfs": "yes" if "hfs" in tokens else "no", "regularizer": "none", "cost": "-",
-          "placement": "-"}
+  axes = {
+    "config": name.replace(",", "+"),
+    "objective": tokens[0] if tokens else "",
+    "hfs": "yes" if "hfs" in tokens else "no",
+    "regularizer": "none",
+    "cost": "-",
+    "placement": "-",
+  }
   for token in tokens[1:]:
     match = _REGULARIZER.match(token)
     if match and match.group(1):
@@ -84,8 +96,11 @@ def _train_diagnostics(path: str) -> dict[str, float]:
           continue  # A line cut by a kill.
   if not records:
     return {}
-  out = {f"train/{k}": float(records[-1][k]) for k in ("reconstruction", "kl", "loss")
-         if k in records[-1]}
+  out = {
+    f"train/{k}": float(records[-1][k])
+    for k in ("reconstruction", "kl", "loss")
+    if k in records[-1]
+  }
   keys = sorted({k for r in records for k in r if k.startswith("regularizer/")})
   for key in keys:
     values = [float(r[key]) for r in records if key in r]
@@ -117,8 +132,11 @@ def collect(root: str) -> list[dict[str, Any]]:
         continue
       with open(path, encoding="utf-8") as f:
         record = json.load(f)
-      row: dict[str, Any] = {**parse_name(name), "seed": int(match.group(1)),
-                             "step": int(record.get("step", -1))}
+      row: dict[str, Any] = {
+        **parse_name(name),
+        "seed": int(match.group(1)),
+        "step": int(record.get("step", -1)),
+      }
       row.update(flatten({k: v for k, v in record.items() if k != "step"}))
       row.update(_train_diagnostics(os.path.join(config_dir, seed_dir, "metrics.jsonl")))
       rows.append(row)
@@ -126,8 +144,7 @@ def collect(root: str) -> list[dict[str, Any]]:
   return rows
 
 
-def summarize(rows: Sequence[Mapping[str, Any]],
-              metrics: Sequence[str]) -> list[dict[str, Any]]:
+def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
   """Mean and sample std (ddof = 1; NaN for one seed) over seeds per configuration.
 
   Args:
@@ -143,13 +160,15 @@ def summarize(rows: Sequence[Mapping[str, Any]],
     groups.setdefault(row["config"], []).append(row)
   summary = []
   for members in groups.values():
-    entry: dict[str, Any] = {k: members[0][k] for k in
-                             ("config", "objective", "hfs", "regularizer", "cost", "placement")}
+    entry: dict[str, Any] = {
+      k: members[0][k] for k in ("config", "objective", "hfs", "regularizer", "cost", "placement")
+    }
     entry["n"] = len(members)
     entry["seeds"] = sorted(int(m["seed"]) for m in members)
     for metric in metrics:
-      values = np.array([m[metric] for m in members if metric in m and m[metric] == m[metric]],
-                        dtype=np.float64)
+      values = np.array(
+        [m[metric] for m in members if metric in m and m[metric] == m[metric]], dtype=np.float64
+      )
       if values.size:
         std = float(np.std(values, ddof=1)) if values.size > 1 else math.nan
         entry[metric] = (float(np.mean(values)), std, int(values.size))
@@ -199,8 +218,14 @@ def plot_metric(rows: Sequence[Mapping[str, Any]], metric: str, path: str) -> No
   ax = figure.subplots()
   for i, entry in enumerate(summary):
     mean, std, _ = entry[metric]
-    ax.bar(i, mean, yerr=0.0 if math.isnan(std) else std, capsize=3,
-           color=colors.get(entry["regularizer"], "tab:purple"), alpha=0.8)
+    ax.bar(
+      i,
+      mean,
+      yerr=0.0 if math.isnan(std) else std,
+      capsize=3,
+      color=colors.get(entry["regularizer"], "tab:purple"),
+      alpha=0.8,
+    )
     values = [r[metric] for r in rows if r["config"] == entry["config"] and metric in r]
     ax.plot([i] * len(values), values, "k.", markersize=4)
   ax.set_xticks(range(len(summary)))
@@ -243,8 +268,9 @@ def write_results(root: str, out: str, metrics: Sequence[str] | None = None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawTextHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+  )
   parser.add_argument("--root", required=True, help="study directory of the runs")
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--metrics", default="", help="comma-separated columns (default: main)")

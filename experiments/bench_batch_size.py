@@ -37,8 +37,9 @@ from gmg_jax import data as data_lib  # noqa: E402
 from gmg_jax import train  # noqa: E402
 
 
-def time_steps(variant: str, batch_size: int, latent_dim: int, args: argparse.Namespace
-               ) -> dict[str, float]:
+def time_steps(
+  variant: str, batch_size: int, latent_dim: int, args: argparse.Namespace
+) -> dict[str, float]:
   """Median seconds per step of `variant` and the GMG solver's statistics.
 
   Args:
@@ -50,9 +51,13 @@ def time_steps(variant: str, batch_size: int, latent_dim: int, args: argparse.Na
   Returns:
     {"seconds", "iterations", "converged"} (the last two NaN without GMG).
   """
-  overrides = (*sweep.SETTINGS["cpu32"], f"model.arch={args.arch}",
-               f"data.image_size={args.image_size}", f"train.batch_size={batch_size}",
-               f"model.latent_dim={latent_dim}")
+  overrides = (
+    *sweep.SETTINGS["cpu32"],
+    f"model.arch={args.arch}",
+    f"data.image_size={args.image_size}",
+    f"train.batch_size={batch_size}",
+    f"model.latent_dim={latent_dim}",
+  )
   config = sweep.load_config("configs/default.py", sweep.Run(variant, 0, overrides))
   dataset = data_lib.get_dataset(config.data)
   graphdef, state = train.create_train_state(config, dataset.image_shape)
@@ -68,16 +73,22 @@ def time_steps(variant: str, batch_size: int, latent_dim: int, args: argparse.Na
     times.append(time.perf_counter() - start)
     iterations.append(float(metrics.get("regularizer/gmg_iterations", np.nan)))
     converged.append(float(metrics.get("regularizer/gmg_converged", np.nan)))
-  return {"seconds": float(np.median(times)), "iterations": float(np.mean(iterations)),
-          "converged": float(np.mean(converged))}
+  return {
+    "seconds": float(np.median(times)),
+    "iterations": float(np.mean(iterations)),
+    "converged": float(np.mean(converged)),
+  }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--batch_sizes", default="32,64,128,256")
   p.add_argument("--latent_dims", default="10,32")
-  p.add_argument("--variants", default="dst_cos_decoder,gmg_cos_decoder",
-                 help="regularizer tokens timed against the plain objective")
+  p.add_argument(
+    "--variants",
+    default="dst_cos_decoder,gmg_cos_decoder",
+    help="regularizer tokens timed against the plain objective",
+  )
   p.add_argument("--objective", default="beta_vae")
   p.add_argument("--arch", default="mlp", choices=["mlp", "conv"])
   p.add_argument("--image_size", type=int, default=32)
@@ -106,10 +117,13 @@ def main(argv: Sequence[str] | None = None) -> None:
       lines.append("| " + " | ".join(cells) + " |")
       print(lines[-1], flush=True)
   tag = f"{args.arch}{args.image_size}"
-  text = (f"Median time per train step ({args.objective}, {args.arch}, {args.image_size}x"
-          f"{args.image_size} images, {jax.devices()[0].platform}, {args.steps} steps after "
-          f"{args.warmup} warm-up; ratio = regularized / plain, measured side by side).\n\n"
-          + "\n".join(lines) + "\n")
+  text = (
+    f"Median time per train step ({args.objective}, {args.arch}, {args.image_size}x"
+    f"{args.image_size} images, {jax.devices()[0].platform}, {args.steps} steps after "
+    f"{args.warmup} warm-up; ratio = regularized / plain, measured side by side).\n\n"
+    + "\n".join(lines)
+    + "\n"
+  )
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, f"{tag}.md"), "w", encoding="utf-8") as f:
     f.write(text)

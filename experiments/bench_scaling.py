@@ -75,21 +75,38 @@ def _worker(args: argparse.Namespace) -> None:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
         iterations.append(float(metrics.get("regularizer/gmg_iterations", np.nan)))
-      print(json.dumps({"devices": jax.device_count(), "batch": batch_size, "mode": mode,
-                        "ms": 1e3 * float(np.median(times)), "compile_s": compile_s,
-                        "gw_iters": float(np.mean(iterations))}), flush=True)
+      print(
+        json.dumps(
+          {
+            "devices": jax.device_count(),
+            "batch": batch_size,
+            "mode": mode,
+            "ms": 1e3 * float(np.median(times)),
+            "compile_s": compile_s,
+            "gw_iters": float(np.mean(iterations)),
+          }
+        ),
+        flush=True,
+      )
 
 
 def _table(rows: list[dict]) -> str:
   plain = {(r["devices"], r["batch"]): r["ms"] for r in rows if r["mode"] == "plain"}
-  lines = [f"{'mode':<11}{'batch':>6}{'devices':>8}{'ms/step':>10}{'examples/s':>12}"
-           f"{'x plain':>9}{'gw_iters':>10}{'compile_s':>11}"]
+  lines = [
+    f"{'mode':<11}{'batch':>6}{'devices':>8}{'ms/step':>10}{'examples/s':>12}"
+    f"{'x plain':>9}{'gw_iters':>10}{'compile_s':>11}"
+  ]
   for r in sorted(rows, key=lambda r: (list(MODES).index(r["mode"]), r["batch"], r["devices"])):
-    ratio = r["ms"] / plain[(r["devices"], r["batch"])] if (r["devices"], r["batch"]) in plain \
-        else float("nan")
-    lines.append(f"{r['mode']:<11}{r['batch']:>6}{r['devices']:>8}{r['ms']:>10.1f}"
-                 f"{1e3 * r['batch'] / r['ms']:>12.0f}{ratio:>9.2f}{r['gw_iters']:>10.1f}"
-                 f"{r['compile_s']:>11.1f}")
+    ratio = (
+      r["ms"] / plain[(r["devices"], r["batch"])]
+      if (r["devices"], r["batch"]) in plain
+      else float("nan")
+    )
+    lines.append(
+      f"{r['mode']:<11}{r['batch']:>6}{r['devices']:>8}{r['ms']:>10.1f}"
+      f"{1e3 * r['batch'] / r['ms']:>12.0f}{ratio:>9.2f}{r['gw_iters']:>10.1f}"
+      f"{r['compile_s']:>11.1f}"
+    )
   return "\n".join(lines)
 
 
@@ -110,12 +127,22 @@ def main() -> None:
     return
   rows = []
   for devices in args.devices:
-    argv = [f"--batch_sizes={','.join(map(str, args.batch_sizes))}",
-            f"--modes={','.join(args.modes)}", f"--steps={args.steps}", f"--arch={args.arch}",
-            f"--image_size={args.image_size}"]
+    argv = [
+      f"--batch_sizes={','.join(map(str, args.batch_sizes))}",
+      f"--modes={','.join(args.modes)}",
+      f"--steps={args.steps}",
+      f"--arch={args.arch}",
+      f"--image_size={args.image_size}",
+    ]
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices)}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *argv],
-                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+      [sys.executable, os.path.abspath(__file__), "--worker", *argv],
+      env=env,
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      check=False,
+    )
     if proc.returncode:
       sys.exit(f"{devices} devices failed:\n{proc.stderr[-3000:]}")
     rows += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -22,8 +22,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default  # noqa: E402
 from gmg_jax import data, train  # noqa: E402
 
-VARIANTS = ("none", "dst_cos_decoder", "gmg_cos_decoder", "gmg_scl2_decoder", "gmg_l2_decoder",
-            "gmg_cos_encoder", "gmg_scl2_encoder", "gmg_l2_encoder", "jacobian_decoder")
+VARIANTS = (
+  "none",
+  "dst_cos_decoder",
+  "gmg_cos_decoder",
+  "gmg_scl2_decoder",
+  "gmg_l2_decoder",
+  "gmg_cos_encoder",
+  "gmg_scl2_encoder",
+  "gmg_l2_encoder",
+  "jacobian_decoder",
+)
 
 
 def _setup(variant: str, args: argparse.Namespace):
@@ -64,16 +73,20 @@ def main() -> None:
       runs[v][1], runs[v][5] = state, metrics
 
   base = np.median(runs[variants[0]][3])
-  print(f"device: {jax.devices()[0].device_kind}, image {args.image_size}x{args.image_size}x3, "
-        f"batch {args.batch_size}, epsilon_0 {args.epsilon_0}, {args.steps} timed steps each")
+  print(
+    f"device: {jax.devices()[0].device_kind}, image {args.image_size}x{args.image_size}x3, "
+    f"batch {args.batch_size}, epsilon_0 {args.epsilon_0}, {args.steps} timed steps each"
+  )
   print(f"{'variant':<20} {'median s':>9} {'ratio':>6} {'compile s':>9}  GW iters / converged")
   for v in variants:
     _, _, _, times, compile_s, metrics = runs[v]
     med = np.median(times)
     gw = ""
     if "regularizer/gmg_iterations" in metrics:
-      gw = (f"{float(metrics['regularizer/gmg_iterations']):.0f} / "
-            f"{bool(metrics['regularizer/gmg_converged'])}")
+      gw = (
+        f"{float(metrics['regularizer/gmg_iterations']):.0f} / "
+        f"{bool(metrics['regularizer/gmg_converged'])}"
+      )
     print(f"{v:<20} {med:9.3f} {med / base:6.2f} {compile_s:9.1f}  {gw}")
 
 

@@ -60,15 +60,24 @@ def load_model(workdir: str):
     from gmg_jax import data as data_lib
     from gmg_jax import train
 
-    config = sweep.load_config("configs/default.py", sweep.Run("beta_vae", 0,
-                                                                sweep.SETTINGS["cpu32"]))
+    config = sweep.load_config(
+      "configs/default.py", sweep.Run("beta_vae", 0, sweep.SETTINGS["cpu32"])
+    )
     dataset = data_lib.get_dataset(config.data)
     graphdef, state = train.create_train_state(config, dataset.image_shape)
   return nnx.merge(graphdef, state.modules)[0], dataset, config
 
 
-def stability(vae, dataset, regularizer: str, cost: str, num_batches: int, batch_size: int,
-              epsilon_0: float, seed: int = 0) -> dict[str, float]:
+def stability(
+  vae,
+  dataset,
+  regularizer: str,
+  cost: str,
+  num_batches: int,
+  batch_size: int,
+  epsilon_0: float,
+  seed: int = 0,
+) -> dict[str, float]:
   """Gradient statistics of one regularizer on the decoder over batches.
 
   Args:
@@ -85,13 +94,15 @@ def stability(vae, dataset, regularizer: str, cost: str, num_batches: int, batch
     {"grad_norm", "rel_var", "cos", "out_grad_cv", "value", "identity_won"}.
   """
   if regularizer == "gmg_entropic":
+
     def reg_fn(map_fn, x, y, key):
       del map_fn, key
       _, info = gmg.gromov_monge_gap(x, y, cost=cost, epsilon_0=epsilon_0)
       return info.distortion - info.gw_cost, {"gmg_identity_won": info.identity_won}
   else:
-    reg_fn = regularizers.make_regularizer(ml_collections.ConfigDict(
-        {"name": regularizer, "cost": cost, "epsilon_0": epsilon_0}))
+    reg_fn = regularizers.make_regularizer(
+      ml_collections.ConfigDict({"name": regularizer, "cost": cost, "epsilon_0": epsilon_0})
+    )
   dec_graph, params, rest = nnx.split(vae.decoder, nnx.Param, ...)
 
   def value(params, z, y_override=None):
@@ -126,13 +137,14 @@ def stability(vae, dataset, regularizer: str, cost: str, num_batches: int, batch
   out_norms = np.asarray(out_norms)
   signal = float(mean @ mean)
   return {
-      "value": float(np.mean(values)),
-      "grad_norm": float(norms.mean()),
-      "rel_var": trace_var / signal if signal > 0 else float("nan"),
-      "cos": float(pairs.mean()) if pairs.size and norms.min() > 0 else float("nan"),
-      "out_grad_cv": (float(out_norms.std() / out_norms.mean()) if out_norms.mean() > 0
-                      else float("nan")),
-      "identity_won": float(np.mean(identity)),
+    "value": float(np.mean(values)),
+    "grad_norm": float(norms.mean()),
+    "rel_var": trace_var / signal if signal > 0 else float("nan"),
+    "cos": float(pairs.mean()) if pairs.size and norms.min() > 0 else float("nan"),
+    "out_grad_cv": (
+      float(out_norms.std() / out_norms.mean()) if out_norms.mean() > 0 else float("nan")
+    ),
+    "identity_won": float(np.mean(identity)),
   }
 
 
@@ -143,25 +155,28 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--batches", type=int, default=16)
   p.add_argument("--batch_size", type=int, default=64)
   p.add_argument("--epsilon_0", type=float, default=0.01)
-  p.add_argument("--out", default=os.path.join(ROOT, "experiments", "results",
-                                               "gradient_stability"))
+  p.add_argument(
+    "--out", default=os.path.join(ROOT, "experiments", "results", "gradient_stability")
+  )
   args = p.parse_args(argv)
   vae, dataset, _ = load_model(args.workdir)
-  header = ("regularizer", "cost", "value", "|g|", "rel. var", "cos", "|dR/dy| CV",
-            "identity_won")
+  header = ("regularizer", "cost", "value", "|g|", "rel. var", "cos", "|dR/dy| CV", "identity_won")
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for cost in args.costs.split(","):
     for regularizer in ("dst", "gmg", "gmg_entropic"):
-      s = stability(vae, dataset, regularizer, cost, args.batches, args.batch_size,
-                    args.epsilon_0)
-      lines.append(f"| {regularizer} | {cost} | {s['value']:.4g} | {s['grad_norm']:.3g} | "
-                   f"{s['rel_var']:.3g} | {s['cos']:.3f} | {s['out_grad_cv']:.3f} | "
-                   f"{s['identity_won'] if regularizer != 'dst' else '-'} |")
+      s = stability(vae, dataset, regularizer, cost, args.batches, args.batch_size, args.epsilon_0)
+      lines.append(
+        f"| {regularizer} | {cost} | {s['value']:.4g} | {s['grad_norm']:.3g} | "
+        f"{s['rel_var']:.3g} | {s['cos']:.3f} | {s['out_grad_cv']:.3f} | "
+        f"{s['identity_won'] if regularizer != 'dst' else '-'} |"
+      )
       print(lines[-1], flush=True)
   source = args.workdir or "fresh cpu32 model (seed 0)"
   table = "\n".join(lines) + "\n"
-  text = (f"Decoder regularizer gradients over {args.batches} batches of {args.batch_size} "
-          f"({source}; epsilon_0 = {args.epsilon_0}).\n\n{table}")
+  text = (
+    f"Decoder regularizer gradients over {args.batches} batches of {args.batch_size} "
+    f"({source}; epsilon_0 = {args.epsilon_0}).\n\n{table}"
+  )
   print("\n" + text)
   os.makedirs(args.out, exist_ok=True)
   tag = os.path.basename(os.path.dirname(args.workdir.rstrip("/"))) if args.workdir else "fresh"

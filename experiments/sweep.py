@@ -50,22 +50,22 @@ PLACEMENTS = ("encoder", "decoder")
 # 2000 / 1000 points). On 2 shared CPU cores a step takes ~40 ms (~90 ms with GMG) and a run
 # ~1.5-2.5 minutes including compilation and evaluation.
 SETTINGS: dict[str, tuple[str, ...]] = {
-    "cpu32": (
-        "data.image_size=32",
-        "model.arch=mlp",
-        "model.mlp_hidden=(256,256)",
-        "optim.learning_rate=0.001",
-        "train.batch_size=64",
-        "train.num_steps=1000",
-        "train.log_every=50",
-        "train.checkpoint_every=500",
-        "train.progress_bar=False",
-        "eval.every_steps=1000",
-        "eval.metrics=('dci','mig')",
-        "eval.mode=fast",
-        "eval.num_train=2000",
-        "eval.num_test=1000",
-    ),
+  "cpu32": (
+    "data.image_size=32",
+    "model.arch=mlp",
+    "model.mlp_hidden=(256,256)",
+    "optim.learning_rate=0.001",
+    "train.batch_size=64",
+    "train.num_steps=1000",
+    "train.log_every=50",
+    "train.checkpoint_every=500",
+    "train.progress_bar=False",
+    "eval.every_steps=1000",
+    "eval.metrics=('dci','mig')",
+    "eval.mode=fast",
+    "eval.num_train=2000",
+    "eval.num_test=1000",
+  ),
 }
 
 
@@ -93,10 +93,13 @@ class Run:
     return os.path.join(root, self.name, f"seed_{self.seed}")
 
 
-def grid_variants(objectives: Sequence[str] = OBJECTIVES, hfs: Sequence[bool] = (False, True),
-                  regularizers: Sequence[str] = ("none", *REGULARIZERS),
-                  costs: Sequence[str] = COSTS,
-                  placements: Sequence[str] = PLACEMENTS) -> list[str]:
+def grid_variants(
+  objectives: Sequence[str] = OBJECTIVES,
+  hfs: Sequence[bool] = (False, True),
+  regularizers: Sequence[str] = ("none", *REGULARIZERS),
+  costs: Sequence[str] = COSTS,
+  placements: Sequence[str] = PLACEMENTS,
+) -> list[str]:
   """Config-string variants of the paper's grid, deduplicated, in a stable order.
 
   Args:
@@ -123,9 +126,13 @@ def grid_variants(objectives: Sequence[str] = OBJECTIVES, hfs: Sequence[bool] = 
   return variants
 
 
-def expand(variants: Iterable[str], seeds: Iterable[int], overrides: Sequence[str] = (),
-           overrides_for: Sequence[tuple[str, str]] = (),
-           pattern: str | None = None) -> list[Run]:
+def expand(
+  variants: Iterable[str],
+  seeds: Iterable[int],
+  overrides: Sequence[str] = (),
+  overrides_for: Sequence[tuple[str, str]] = (),
+  pattern: str | None = None,
+) -> list[Run]:
   """Runs of every (variant, seed), with overrides, optionally filtered by a regex.
 
   Args:
@@ -179,9 +186,15 @@ def load_config(config_file: str, run: Run):
 
 def command(config_file: str, run: Run, root: str, python: str = "python") -> list[str]:
   """The `python -m gmg_jax.main` command line of a run."""
-  return [python, "-m", "gmg_jax.main", f"--config={config_file}:{run.variant}",
-          f"--workdir={run.workdir(root)}", f"--config.seed={run.seed}",
-          *(f"--config.{o}" for o in run.overrides)]
+  return [
+    python,
+    "-m",
+    "gmg_jax.main",
+    f"--config={config_file}:{run.variant}",
+    f"--workdir={run.workdir(root)}",
+    f"--config.seed={run.seed}",
+    *(f"--config.{o}" for o in run.overrides),
+  ]
 
 
 def is_finished(workdir: str, num_steps: int) -> bool:
@@ -217,8 +230,12 @@ def run_all(config_file: str, runs: Sequence[Run], root: str) -> list[tuple[Run,
     os.makedirs(workdir, exist_ok=True)
     start = time.time()
     with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as log:
-      rc = subprocess.call(command(config_file, run, root, sys.executable), cwd=ROOT,
-                           stdout=log, stderr=subprocess.STDOUT)
+      rc = subprocess.call(
+        command(config_file, run, root, sys.executable),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+      )
     finished = rc == 0 and is_finished(workdir, config.train.num_steps)
     status = "done" if finished else f"failed (rc {rc})"
     print(f"{prefix}: {status} in {time.time() - start:.0f} s", flush=True)
@@ -226,8 +243,9 @@ def run_all(config_file: str, runs: Sequence[Run], root: str) -> list[tuple[Run,
   return statuses
 
 
-def write_traversals(root: str, out: str, top: int = 3,
-                     metric: str = "dci/disentanglement") -> list[str]:
+def write_traversals(
+  root: str, out: str, top: int = 3, metric: str = "dci/disentanglement"
+) -> list[str]:
   """Latent traversals of the best seed of the `top` configurations by mean `metric`.
 
   Args:
@@ -251,19 +269,23 @@ def write_traversals(root: str, out: str, top: int = 3,
   summary.sort(key=lambda s: -s[metric][0])
   paths = []
   for entry in summary[:top]:
-    best = max((r for r in rows if r["config"] == entry["config"] and metric in r),
-               key=lambda r: r[metric])
+    best = max(
+      (r for r in rows if r["config"] == entry["config"] and metric in r), key=lambda r: r[metric]
+    )
     workdir = os.path.join(root, entry["config"], f"seed_{best['seed']}")
     _, graphdef, state, dataset = evaluate.load_run(workdir)
     vae = nnx.merge(graphdef, state.modules)[0]
     images, _ = dataset.sample_batch(jax.random.key(0), 2)
     mu, _ = jax.jit(vae.encode)(images)
-    grid = viz.latent_traversal_grid(jax.jit(lambda z, vae=vae: jax.nn.sigmoid(vae.decode(z))),
-                                     np.asarray(mu))
+    grid = viz.latent_traversal_grid(
+      jax.jit(lambda z, vae=vae: jax.nn.sigmoid(vae.decode(z))), np.asarray(mu)
+    )
     path = os.path.join(out, f"traversal_{entry['config']}.png")
     viz.save_png(path, grid)
-    print(f"{entry['config']} (mean {metric} {entry[metric][0]:.3f}; seed {best['seed']}: "
-          f"{best[metric]:.3f}) -> {path}")
+    print(
+      f"{entry['config']} (mean {metric} {entry[metric][0]:.3f}; seed {best['seed']}: "
+      f"{best[metric]:.3f}) -> {path}"
+    )
     paths.append(path)
   return paths
 
@@ -297,10 +319,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   mode.add_argument("--aggregate", action="store_true", help="only aggregate finished runs")
   p.add_argument("--config", default="configs/default.py", help="dataset config file")
   p.add_argument("--study", default="", help="study name (default: the config file's stem)")
-  p.add_argument("--root", default=os.environ.get("GMG_SWEEP_ROOT", "/tmp/gmg_sweeps"),
-                 help="directory holding <study>/<config>/seed_<S> workdirs")
-  p.add_argument("--results", default=os.path.join(ROOT, "experiments", "results"),
-                 help="aggregated tables and plots go to <results>/<study>/")
+  p.add_argument(
+    "--root",
+    default=os.environ.get("GMG_SWEEP_ROOT", "/tmp/gmg_sweeps"),
+    help="directory holding <study>/<config>/seed_<S> workdirs",
+  )
+  p.add_argument(
+    "--results",
+    default=os.path.join(ROOT, "experiments", "results"),
+    help="aggregated tables and plots go to <results>/<study>/",
+  )
   p.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0-9")
   p.add_argument("--objectives", default=",".join(OBJECTIVES))
   p.add_argument("--hfs", default="no,yes", help="no, yes or no,yes")
@@ -309,13 +337,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--placements", default=",".join(PLACEMENTS))
   p.add_argument("--filter", default=None, help="regex on the config name (variant with '+')")
   p.add_argument("--setting", default="", choices=["", *SETTINGS], help="named override bundle")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="config override for every run (repeatable)")
-  p.add_argument("--set_for", action="append", default=[], metavar="TOKEN:KEY=VALUE",
-                 help="config override for runs whose variant has TOKEN (repeatable)")
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="config override for every run (repeatable)",
+  )
+  p.add_argument(
+    "--set_for",
+    action="append",
+    default=[],
+    metavar="TOKEN:KEY=VALUE",
+    help="config override for runs whose variant has TOKEN (repeatable)",
+  )
   p.add_argument("--no_aggregate", action="store_true", help="--run without aggregating")
-  p.add_argument("--traversals", type=int, default=0, metavar="N",
-                 help="with aggregation: latent traversals of the N best configurations")
+  p.add_argument(
+    "--traversals",
+    type=int,
+    default=0,
+    metavar="N",
+    help="with aggregation: latent traversals of the N best configurations",
+  )
   return p.parse_args(argv)
 
 
@@ -323,11 +366,12 @@ def runs_from_args(args: argparse.Namespace) -> list[Run]:
   """The runs the flags select."""
   hfs_values = {"no": False, "yes": True}
   variants = grid_variants(
-      objectives=_axis(args.objectives, OBJECTIVES),
-      hfs=[hfs_values[v] for v in _axis(args.hfs, tuple(hfs_values))],
-      regularizers=_axis(args.regularizers, ("none", *REGULARIZERS)),
-      costs=_axis(args.costs, COSTS),
-      placements=_axis(args.placements, PLACEMENTS))
+    objectives=_axis(args.objectives, OBJECTIVES),
+    hfs=[hfs_values[v] for v in _axis(args.hfs, tuple(hfs_values))],
+    regularizers=_axis(args.regularizers, ("none", *REGULARIZERS)),
+    costs=_axis(args.costs, COSTS),
+    placements=_axis(args.placements, PLACEMENTS),
+  )
   overrides = (*SETTINGS.get(args.setting, ()), *args.set)
   overrides_for = []
   for item in args.set_for:
@@ -369,8 +413,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.traversals:
       write_traversals(root, results, args.traversals)
   if failed:
-    raise SystemExit(f"{len(failed)} runs failed; see their train.log: "
-                     + ", ".join(r.workdir(root) for r in failed))
+    raise SystemExit(
+      f"{len(failed)} runs failed; see their train.log: "
+      + ", ".join(r.workdir(root) for r in failed)
+    )
 
 
 if __name__ == "__main__":

@@ -23,47 +23,54 @@ import orbax.checkpoint as ocp
 
 # Fields that may change between a run and its resumption.
 _RESUMABLE_CHANGES = (
-    "train.num_steps",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.max_checkpoints",
-    "train.progress_bar",
-    "train.resume_with_changed_config",
-    "train.init_from",
-    "eval",
+  "train.num_steps",
+  "train.log_every",
+  "train.checkpoint_every",
+  "train.max_checkpoints",
+  "train.progress_bar",
+  "train.resume_with_changed_config",
+  "train.init_from",
+  "eval",
 )
 
 
 def make_manager(workdir: str, train_config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
   """A CheckpointManager in `<workdir>/checkpoints` saving every `checkpoint_every` steps."""
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints"),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=train_config.max_checkpoints,
-          save_interval_steps=train_config.checkpoint_every,
-      ),
+    os.path.join(os.path.abspath(workdir), "checkpoints"),
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=train_config.max_checkpoints,
+      save_interval_steps=train_config.checkpoint_every,
+    ),
   )
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any], *,
-         force: bool = False) -> bool:
+def save(
+  manager: ocp.CheckpointManager,
+  step: int,
+  state: Any,
+  meta: dict[str, Any],
+  *,
+  force: bool = False,
+) -> bool:
   """Saves (asynchronously) if the manager's policy, or `force`, says so."""
   return manager.save(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-      force=force,
+    step,
+    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    force=force,
   )
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state: Any,
-            step: int | None = None) -> tuple[Any, dict[str, Any]]:
+def restore(
+  manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
+) -> tuple[Any, dict[str, Any]]:
   """Restores `(state, meta)` at `step` (default: latest) into the structure of `abstract_state`."""
   step = manager.latest_step() if step is None else step
   restored = manager.restore(
-      step,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-      ),
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+    ),
   )
   return restored.state, restored.meta
 
@@ -81,9 +88,11 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
   """Dotted keys whose values differ, ignoring the fields a resumed run may change."""
   a, b = _flatten(saved), _flatten(json.loads(json.dumps(current)))
   keys = sorted(set(a) | set(b))
-  return [k for k in keys
-          if a.get(k) != b.get(k) and not any(k == f or k.startswith(f + ".")
-                                              for f in _RESUMABLE_CHANGES)]
+  return [
+    k
+    for k in keys
+    if a.get(k) != b.get(k) and not any(k == f or k.startswith(f + ".") for f in _RESUMABLE_CHANGES)
+  ]
 
 
 def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -100,11 +109,13 @@ def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> No
       saved = json.load(f)
     diff = config_differences(saved, current)
     if diff and not config.train.resume_with_changed_config:
-      details = ", ".join(f"{k}: {_flatten(saved).get(k)!r} -> "
-                          f"{_flatten(json.loads(json.dumps(current))).get(k)!r}" for k in diff)
+      details = ", ".join(
+        f"{k}: {_flatten(saved).get(k)!r} -> {_flatten(json.loads(json.dumps(current))).get(k)!r}"
+        for k in diff
+      )
       raise ValueError(
-          f"{workdir} holds a run with a different config ({details}). Use a new --workdir, or "
-          "resume anyway with --config.train.resume_with_changed_config=True."
+        f"{workdir} holds a run with a different config ({details}). Use a new --workdir, or "
+        "resume anyway with --config.train.resume_with_changed_config=True."
       )
     if not diff:
       return

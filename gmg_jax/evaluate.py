@@ -35,21 +35,32 @@ def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def _write_pictures(vae: nnx.Module, dataset: Any, key: jax.Array, pictures_dir: str,
-                    step: int) -> None:
+def _write_pictures(
+  vae: nnx.Module, dataset: Any, key: jax.Array, pictures_dir: str, step: int
+) -> None:
   images, _ = dataset.sample_batch(key, _NUM_PICTURE_IMAGES)
   mu, _ = jax.jit(lambda x: vae.encode(x))(images)
   os.makedirs(pictures_dir, exist_ok=True)
-  viz.save_png(os.path.join(pictures_dir, f"traversal_{step:08d}.png"),
-               viz.latent_traversal_grid(jax.jit(lambda z: jax.nn.sigmoid(vae.decode(z))),
-                                         np.asarray(mu[:2])))
+  viz.save_png(
+    os.path.join(pictures_dir, f"traversal_{step:08d}.png"),
+    viz.latent_traversal_grid(jax.jit(lambda z: jax.nn.sigmoid(vae.decode(z))), np.asarray(mu[:2])),
+  )
   reconstructions = jax.nn.sigmoid(jax.jit(lambda z: vae.decode(z))(mu))
-  viz.save_png(os.path.join(pictures_dir, f"reconstructions_{step:08d}.png"),
-               viz.reconstruction_grid(images, reconstructions))
+  viz.save_png(
+    os.path.join(pictures_dir, f"reconstructions_{step:08d}.png"),
+    viz.reconstruction_grid(images, reconstructions),
+  )
 
 
-def evaluate_and_write(config: ml_collections.ConfigDict, workdir: str, graphdef: nnx.GraphDef,
-                       state: Any, dataset: Any, *, progress: bool = False) -> dict[str, Any]:
+def evaluate_and_write(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  graphdef: nnx.GraphDef,
+  state: Any,
+  dataset: Any,
+  *,
+  progress: bool = False,
+) -> dict[str, Any]:
   """Scores the encoder mean of `state` and writes metrics and pictures (process 0 writes).
 
   Args:
@@ -68,9 +79,16 @@ def evaluate_and_write(config: ml_collections.ConfigDict, workdir: str, graphdef
   key = jax.random.fold_in(jax.random.key(config.seed), step)
   encode = jax.jit(lambda x: vae.encode(x)[0])
   scores = metrics_lib.compute_metrics(
-      tuple(config.eval.metrics), dataset, encode, key, mode=config.eval.mode,
-      num_train=config.eval.num_train, num_test=config.eval.num_test,
-      random_state=config.seed, progress=progress)
+    tuple(config.eval.metrics),
+    dataset,
+    encode,
+    key,
+    mode=config.eval.mode,
+    num_train=config.eval.num_train,
+    num_test=config.eval.num_test,
+    random_state=config.seed,
+    progress=progress,
+  )
   record = {"step": step, **scores}
   if jax.process_index() != 0:
     return record
@@ -94,16 +112,19 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any
 
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"No run in {workdir}: {path} does not exist. Pass the --workdir "
-                            "of a run started with python -m gmg_jax.main.")
+    raise FileNotFoundError(
+      f"No run in {workdir}: {path} does not exist. Pass the --workdir "
+      "of a run started with python -m gmg_jax.main."
+    )
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   dataset = data_lib.get_dataset(config.data)
   graphdef, state = train.create_train_state(config, dataset.image_shape)
   manager = checkpointing.make_manager(workdir, config.train)
   if manager.latest_step() is None:
-    raise FileNotFoundError(f"{workdir} has a config but no checkpoint under "
-                            f"{os.path.join(workdir, 'checkpoints')}.")
+    raise FileNotFoundError(
+      f"{workdir} has a config but no checkpoint under {os.path.join(workdir, 'checkpoints')}."
+    )
   state, _ = checkpointing.restore(manager, state)
   return config, graphdef, state, dataset
 

@@ -110,15 +110,15 @@ def cosine_cost(z: jax.Array) -> jax.Array:
 
 
 COSTS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "sqeuclidean": sqeuclidean_cost,
-    "scaled_sqeuclidean": scaled_sqeuclidean_cost,
-    "cosine": cosine_cost,
+  "sqeuclidean": sqeuclidean_cost,
+  "scaled_sqeuclidean": scaled_sqeuclidean_cost,
+  "cosine": cosine_cost,
 }
 
 _STATS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "mean": jnp.mean,
-    "max": jnp.max,
-    "std": jnp.std,
+  "mean": jnp.mean,
+  "max": jnp.max,
+  "std": jnp.std,
 }
 
 
@@ -170,7 +170,7 @@ def _kl_to_product(plan: jax.Array) -> jax.Array:
 
 
 def scaled_epsilon(
-    cost_xx: jax.Array, cost_yy: jax.Array, epsilon_0: float, stat: StatName = "mean"
+  cost_xx: jax.Array, cost_yy: jax.Array, epsilon_0: float, stat: StatName = "mean"
 ) -> jax.Array:
   """The paper's ``epsilon = epsilon_0 * stat(C_X) * stat(C_Y)``, detached.
 
@@ -242,17 +242,17 @@ def round_to_coupling(plan: jax.Array) -> jax.Array:
 
 
 def entropic_gw_plan(
-    cost_xx: jax.Array,
-    cost_yy: jax.Array,
-    epsilon: jax.Array | float,
-    *,
-    init: Literal["both", "product", "identity"] = "both",
-    max_iterations: int = 50,
-    min_iterations: int = 5,
-    threshold: float = 1e-3,
-    sinkhorn_max_iterations: int = 1000,
-    sinkhorn_threshold: float = 1e-3,
-    warm_start: bool = True,
+  cost_xx: jax.Array,
+  cost_yy: jax.Array,
+  epsilon: jax.Array | float,
+  *,
+  init: Literal["both", "product", "identity"] = "both",
+  max_iterations: int = 50,
+  min_iterations: int = 5,
+  threshold: float = 1e-3,
+  sinkhorn_max_iterations: int = 1000,
+  sinkhorn_threshold: float = 1e-3,
+  warm_start: bool = True,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Entropic GW plan between two cost matrices with uniform weights (ott-jax).
 
@@ -301,18 +301,18 @@ def entropic_gw_plan(
   if init != "product" and n != m:
     raise ValueError(f"init={init!r} needs equal batch sizes, got {n} and {m}.")
   problem = quadratic_problem.QuadraticProblem(
-      geometry.Geometry(cost_matrix=cost_xx), geometry.Geometry(cost_matrix=cost_yy)
+    geometry.Geometry(cost_matrix=cost_xx), geometry.Geometry(cost_matrix=cost_yy)
   )
 
   def solve(init_coupling: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     solver = gromov_wasserstein.GromovWasserstein(
-        sinkhorn.Sinkhorn(max_iterations=sinkhorn_max_iterations, threshold=sinkhorn_threshold),
-        epsilon=normalized_epsilon,
-        initializer=quad_initializers.QuadraticInitializer(init_coupling=init_coupling),
-        warm_start=warm_start,
-        max_iterations=max_iterations,
-        min_iterations=min_iterations,
-        threshold=threshold,
+      sinkhorn.Sinkhorn(max_iterations=sinkhorn_max_iterations, threshold=sinkhorn_threshold),
+      epsilon=normalized_epsilon,
+      initializer=quad_initializers.QuadraticInitializer(init_coupling=init_coupling),
+      warm_start=warm_start,
+      max_iterations=max_iterations,
+      min_iterations=min_iterations,
+      threshold=threshold,
     )
     out = solver(problem)
     plan = out.matrix
@@ -323,8 +323,8 @@ def entropic_gw_plan(
     return plan, jnp.logical_and(out.converged, ok), jnp.sum(out.costs != -1)
 
   starts = {
-      "product": jnp.full((n, m), 1.0 / (n * m), cost_xx.dtype),
-      "identity": jnp.eye(n, m, dtype=cost_xx.dtype) / n,
+    "product": jnp.full((n, m), 1.0 / (n * m), cost_xx.dtype),
+    "identity": jnp.eye(n, m, dtype=cost_xx.dtype) / n,
   }
   names = ("product", "identity") if init == "both" else (init,)
   # Both starts run as one batched solve (GW is non-convex); the lower-energy plan wins.
@@ -337,13 +337,13 @@ def entropic_gw_plan(
 
 
 def gromov_monge_gap_from_costs(
-    cost_xx: jax.Array,
-    cost_yy: jax.Array,
-    *,
-    epsilon_0: float = 0.01,
-    epsilon_stat: StatName = "mean",
-    epsilon: float | jax.Array | None = None,
-    **solver_kwargs,
+  cost_xx: jax.Array,
+  cost_yy: jax.Array,
+  *,
+  epsilon_0: float = 0.01,
+  epsilon_stat: StatName = "mean",
+  epsilon: float | jax.Array | None = None,
+  **solver_kwargs,
 ) -> tuple[jax.Array, GMGInfo]:
   """Entropic GMG of the map ``x_i -> y_i`` given its two cost matrices.
 
@@ -362,8 +362,9 @@ def gromov_monge_gap_from_costs(
   if epsilon is None:
     epsilon = scaled_epsilon(cost_xx, cost_yy, epsilon_0, epsilon_stat)
   epsilon = jax.lax.stop_gradient(jnp.asarray(epsilon, cost_xx.dtype))
-  plan, converged, iterations, epsilon = entropic_gw_plan(cost_xx, cost_yy, epsilon,
-                                                         **solver_kwargs)
+  plan, converged, iterations, epsilon = entropic_gw_plan(
+    cost_xx, cost_yy, epsilon, **solver_kwargs
+  )
   dst = distortion(cost_xx, cost_yy)
   energy = gw_energy(cost_xx, cost_yy, plan)
   kl = _kl_to_product(plan)
@@ -371,27 +372,27 @@ def gromov_monge_gap_from_costs(
   identity_won = energy >= dst
   gap = jnp.where(identity_won, 0.0, dst - energy)
   info = GMGInfo(
-      distortion=dst,
-      gw_energy=energy,
-      gw_cost=energy + epsilon * kl,
-      epsilon=epsilon,
-      converged=converged,
-      iterations=iterations,
-      plan_entropy_ratio=(2.0 * log_n - kl) / log_n,
-      identity_won=identity_won,
+    distortion=dst,
+    gw_energy=energy,
+    gw_cost=energy + epsilon * kl,
+    epsilon=epsilon,
+    converged=converged,
+    iterations=iterations,
+    plan_entropy_ratio=(2.0 * log_n - kl) / log_n,
+    identity_won=identity_won,
   )
   return gap, info
 
 
 def gromov_monge_gap(
-    x: jax.Array,
-    y: jax.Array,
-    *,
-    cost: CostName = "cosine",
-    epsilon_0: float = 0.01,
-    epsilon_stat: StatName = "mean",
-    epsilon: float | jax.Array | None = None,
-    **solver_kwargs,
+  x: jax.Array,
+  y: jax.Array,
+  *,
+  cost: CostName = "cosine",
+  epsilon_0: float = 0.01,
+  epsilon_stat: StatName = "mean",
+  epsilon: float | jax.Array | None = None,
+  **solver_kwargs,
 ) -> tuple[jax.Array, GMGInfo]:
   """Gromov-Monge Gap of a map on a batch: ``x [n, ...]`` and its image ``y = T(x) [n, ...]``.
 
@@ -418,10 +419,10 @@ def gromov_monge_gap(
   if x.shape[0] != y.shape[0]:
     raise ValueError(f"x and y need the same batch size, got {x.shape[0]} and {y.shape[0]}.")
   return gromov_monge_gap_from_costs(
-      cost_matrix(x, cost),
-      cost_matrix(y, cost),
-      epsilon_0=epsilon_0,
-      epsilon_stat=epsilon_stat,
-      epsilon=epsilon,
-      **solver_kwargs,
+    cost_matrix(x, cost),
+    cost_matrix(y, cost),
+    epsilon_0=epsilon_0,
+    epsilon_stat=epsilon_stat,
+    epsilon=epsilon,
+    **solver_kwargs,
   )

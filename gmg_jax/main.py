@@ -20,8 +20,11 @@ from gmg_jax import sharding, train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, with optional variants: configs/x.py:variant1,variant2.",
-    lock_config=True)
+  "config",
+  None,
+  "Config file, with optional variants: configs/x.py:variant1,variant2.",
+  lock_config=True,
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,8 +34,12 @@ def main(argv):
   # Multi-process jobs (TPU pod slices, multi-GPU, SLURM) are described by the environment;
   # see sharding.initialize_distributed and experiments/launch_*.sh.
   sharding.initialize_distributed()
-  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  logging.info(
+    "JAX process %d/%d, local devices: %s",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_devices(),
+  )
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

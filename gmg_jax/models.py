@@ -54,7 +54,8 @@ def to_float(images: jax.Array) -> jax.Array:
 
 def _dense(in_features: int, out_features: int, rngs: nnx.Rngs) -> nnx.Linear:
   return nnx.Linear(
-      in_features, out_features, kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT, rngs=rngs)
+    in_features, out_features, kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT, rngs=rngs
+  )
 
 
 def _dense_stack(widths: Sequence[int], rngs: nnx.Rngs) -> nnx.List:
@@ -67,9 +68,10 @@ def _check_conv_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
   height, width, channels = (int(s) for s in image_shape)
   if height % _CONV_STRIDE_PRODUCT or width % _CONV_STRIDE_PRODUCT:
     raise ValueError(
-        f"The conv architecture halves the image 4 times, so H and W must be multiples of "
-        f"{_CONV_STRIDE_PRODUCT}; got image_shape {(height, width, channels)}. Use arch='mlp' "
-        "or resize the images.")
+      f"The conv architecture halves the image 4 times, so H and W must be multiples of "
+      f"{_CONV_STRIDE_PRODUCT}; got image_shape {(height, width, channels)}. Use arch='mlp' "
+      "or resize the images."
+    )
   return height, width, channels
 
 
@@ -86,11 +88,21 @@ class ConvEncoder(nnx.Module):
     """
     height, width, channels = _check_conv_shape(image_shape)
     specs = ((channels, 32, 4), (32, 32, 4), (32, 64, 2), (64, 64, 2))
-    self.convs = nnx.List([
-        nnx.Conv(c_in, c_out, kernel_size=(k, k), strides=(2, 2), padding="SAME",
-                 kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT, rngs=rngs)
+    self.convs = nnx.List(
+      [
+        nnx.Conv(
+          c_in,
+          c_out,
+          kernel_size=(k, k),
+          strides=(2, 2),
+          padding="SAME",
+          kernel_init=_KERNEL_INIT,
+          bias_init=_BIAS_INIT,
+          rngs=rngs,
+        )
         for c_in, c_out, k in specs
-    ])
+      ]
+    )
     flat = (height // _CONV_STRIDE_PRODUCT) * (width // _CONV_STRIDE_PRODUCT) * 64
     self.fc = _dense(flat, 256, rngs)
     self.mean = _dense(256, latent_dim, rngs)
@@ -128,11 +140,21 @@ class ConvDecoder(nnx.Module):
     self.fc1 = _dense(latent_dim, 256, rngs)
     self.fc2 = _dense(256, math.prod(self.start_shape), rngs)
     specs = ((64, 64), (64, 32), (32, 32), (32, channels))
-    self.deconvs = nnx.List([
-        nnx.ConvTranspose(c_in, c_out, kernel_size=(4, 4), strides=(2, 2), padding="SAME",
-                          kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT, rngs=rngs)
+    self.deconvs = nnx.List(
+      [
+        nnx.ConvTranspose(
+          c_in,
+          c_out,
+          kernel_size=(4, 4),
+          strides=(2, 2),
+          padding="SAME",
+          kernel_init=_KERNEL_INIT,
+          bias_init=_BIAS_INIT,
+          rngs=rngs,
+        )
         for c_in, c_out in specs
-    ])
+      ]
+    )
 
   def __call__(self, z: jax.Array) -> jax.Array:
     """Decodes a batch of codes.
@@ -153,8 +175,9 @@ class ConvDecoder(nnx.Module):
 class MLPEncoder(nnx.Module):
   """Fully connected encoder on flattened images: images -> (mean, log-variance)."""
 
-  def __init__(self, image_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, image_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], *, rngs: nnx.Rngs
+  ):
     """Builds the encoder.
 
     Args:
@@ -186,8 +209,9 @@ class MLPEncoder(nnx.Module):
 class MLPDecoder(nnx.Module):
   """Fully connected decoder: latent codes -> Bernoulli logits of the image shape."""
 
-  def __init__(self, image_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], *,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, image_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], *, rngs: nnx.Rngs
+  ):
     """Builds the decoder.
 
     Args:
@@ -263,8 +287,7 @@ class Discriminator(nnx.Module):
   Logit 0 scores "sample of q(z)", logit 1 "sample of prod_j q(z_j)" (dlib's convention).
   """
 
-  def __init__(self, latent_dim: int, *, hidden: int = 1000, num_layers: int = 6,
-               rngs: nnx.Rngs):
+  def __init__(self, latent_dim: int, *, hidden: int = 1000, num_layers: int = 6, rngs: nnx.Rngs):
     """Builds the critic.
 
     Args:
@@ -293,19 +316,24 @@ class Discriminator(nnx.Module):
 
 
 _ARCHITECTURES: dict[str, tuple[Callable[..., nnx.Module], Callable[..., nnx.Module]]] = {
-    "conv": (
-        lambda shape, cfg, rngs: ConvEncoder(shape, cfg.latent_dim, rngs=rngs),
-        lambda shape, cfg, rngs: ConvDecoder(shape, cfg.latent_dim, rngs=rngs),
-    ),
-    "mlp": (
-        lambda shape, cfg, rngs: MLPEncoder(shape, cfg.latent_dim, cfg.mlp_hidden, rngs=rngs),
-        lambda shape, cfg, rngs: MLPDecoder(shape, cfg.latent_dim, cfg.mlp_hidden, rngs=rngs),
-    ),
+  "conv": (
+    lambda shape, cfg, rngs: ConvEncoder(shape, cfg.latent_dim, rngs=rngs),
+    lambda shape, cfg, rngs: ConvDecoder(shape, cfg.latent_dim, rngs=rngs),
+  ),
+  "mlp": (
+    lambda shape, cfg, rngs: MLPEncoder(shape, cfg.latent_dim, cfg.mlp_hidden, rngs=rngs),
+    lambda shape, cfg, rngs: MLPDecoder(shape, cfg.latent_dim, cfg.mlp_hidden, rngs=rngs),
+  ),
 }
 
 
-def make_vae(model_config: ml_collections.ConfigDict, image_shape: Sequence[int], *,
-             decoder: bool, rngs: nnx.Rngs) -> VAE:
+def make_vae(
+  model_config: ml_collections.ConfigDict,
+  image_shape: Sequence[int],
+  *,
+  decoder: bool,
+  rngs: nnx.Rngs,
+) -> VAE:
   """Builds the VAE named by the config.
 
   Args:
@@ -323,15 +351,17 @@ def make_vae(model_config: ml_collections.ConfigDict, image_shape: Sequence[int]
   """
   if model_config.arch not in _ARCHITECTURES:
     raise ValueError(
-        f"Unknown model.arch {model_config.arch!r}; choose from {sorted(_ARCHITECTURES)}.")
+      f"Unknown model.arch {model_config.arch!r}; choose from {sorted(_ARCHITECTURES)}."
+    )
   make_encoder, make_decoder = _ARCHITECTURES[model_config.arch]
   shape = tuple(int(s) for s in image_shape)
-  return VAE(make_encoder(shape, model_config, rngs),
-             make_decoder(shape, model_config, rngs) if decoder else None)
+  return VAE(
+    make_encoder(shape, model_config, rngs),
+    make_decoder(shape, model_config, rngs) if decoder else None,
+  )
 
 
-def make_discriminator(model_config: ml_collections.ConfigDict, *,
-                       rngs: nnx.Rngs) -> Discriminator:
+def make_discriminator(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> Discriminator:
   """Builds the FactorVAE critic from `latent_dim`, `disc_hidden` and `disc_layers`.
 
   Args:
@@ -341,5 +371,9 @@ def make_discriminator(model_config: ml_collections.ConfigDict, *,
   Returns:
     The discriminator.
   """
-  return Discriminator(model_config.latent_dim, hidden=model_config.disc_hidden,
-                       num_layers=model_config.disc_layers, rngs=rngs)
+  return Discriminator(
+    model_config.latent_dim,
+    hidden=model_config.disc_hidden,
+    num_layers=model_config.disc_layers,
+    rngs=rngs,
+  )

@@ -72,21 +72,37 @@ from ott.tools import sinkhorn_divergence
 from gmg_jax.models import VAE, to_float
 
 Aux = dict[str, jax.Array]
-RegularizerFn = Callable[[Callable[[jax.Array], jax.Array], jax.Array, jax.Array, jax.Array],
-                         tuple[jax.Array, dict[str, Any]]]
+RegularizerFn = Callable[
+  [Callable[[jax.Array], jax.Array], jax.Array, jax.Array, jax.Array],
+  tuple[jax.Array, dict[str, Any]],
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def default_objective_config() -> ml_collections.ConfigDict:
   """The objective config with every field at its default (see the module docstring)."""
-  return ml_collections.ConfigDict(dict(
-      name="beta_vae", beta=4.0, gamma=10.0,
-      c_max=25.0, iteration_threshold=100_000, gamma_annealed=1000.0,
-      lambda_od=10.0, lambda_d_factor=10.0, dip_type="i",
-      hfs_weight=0.0, hfs_pairs=25,
-      tcvae_estimator="auto", tcvae_alpha=1.0, tcvae_beta=6.0, tcvae_gamma=1.0,
-      dataset_size=480_000, prior_matching="kl"))
+  return ml_collections.ConfigDict(
+    dict(
+      name="beta_vae",
+      beta=4.0,
+      gamma=10.0,
+      c_max=25.0,
+      iteration_threshold=100_000,
+      gamma_annealed=1000.0,
+      lambda_od=10.0,
+      lambda_d_factor=10.0,
+      dip_type="i",
+      hfs_weight=0.0,
+      hfs_pairs=25,
+      tcvae_estimator="auto",
+      tcvae_alpha=1.0,
+      tcvae_beta=6.0,
+      tcvae_gamma=1.0,
+      dataset_size=480_000,
+      prior_matching="kl",
+    )
+  )
 
 
 def gaussian_log_density(samples: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -118,8 +134,9 @@ def bernoulli_reconstruction(logits: jax.Array, images_float: jax.Array) -> jax.
   Returns:
     Scalar mean over the batch of the per-image sum.
   """
-  per_pixel = (jnp.maximum(logits, 0.0) - logits * images_float
-               + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+  per_pixel = (
+    jnp.maximum(logits, 0.0) - logits * images_float + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  )
   return jnp.mean(jnp.sum(per_pixel.reshape(per_pixel.shape[0], -1), axis=-1))
 
 
@@ -170,14 +187,15 @@ def log_importance_weights(batch_size: int, dataset_size: int) -> np.ndarray:
   strat_weight = (n - m) / (n * m)
   weights = np.full((batch_size, batch_size), 1.0 / m)
   flat = weights.reshape(-1)  # a view: writes go to `weights`
-  flat[::m + 1] = 1.0 / n
-  flat[1::m + 1] = strat_weight
+  flat[:: m + 1] = 1.0 / n
+  flat[1 :: m + 1] = strat_weight
   weights[m - 1, 0] = strat_weight
   return np.log(weights)
 
 
-def tcvae_decomposition(z: jax.Array, mu: jax.Array, logvar: jax.Array,
-                        dataset_size: int) -> dict[str, jax.Array]:
+def tcvae_decomposition(
+  z: jax.Array, mu: jax.Array, logvar: jax.Array, dataset_size: int
+) -> dict[str, jax.Array]:
   """beta-TCVAE's KL decomposition with minibatch stratified sampling (Roth et al.'s code).
 
   With log q(z_j) ~ logsumexp_i (log w_ji + sum_d log q(z_jd | x_i)) and
@@ -202,14 +220,15 @@ def tcvae_decomposition(z: jax.Array, mu: jax.Array, logvar: jax.Array,
   log_qzx = jnp.sum(gaussian_log_density(z, mu, logvar), axis=1)
   log_pz = jnp.sum(gaussian_log_density(z, 0.0, 0.0), axis=1)
   return {
-      "mi": jnp.mean(log_qzx - log_qz),
-      "tc": jnp.mean(log_qz - log_qz_product),
-      "dim_kl": jnp.mean(log_qz_product - log_pz),
+    "mi": jnp.mean(log_qzx - log_qz),
+    "tc": jnp.mean(log_qz - log_qz_product),
+    "dim_kl": jnp.mean(log_qz_product - log_pz),
   }
 
 
-def dip_vae_penalty(mu: jax.Array, logvar: jax.Array, lambda_od: float, lambda_d: float,
-                    kind: str = "i") -> jax.Array:
+def dip_vae_penalty(
+  mu: jax.Array, logvar: jax.Array, lambda_od: float, lambda_d: float, kind: str = "i"
+) -> jax.Array:
   """DIP-VAE moment penalty on the covariance of the aggregate posterior (dlib).
 
   Cov = E[mu mu^T] - E[mu] E[mu]^T over the batch (biased); type "ii" adds the batch mean of
@@ -236,8 +255,7 @@ def dip_vae_penalty(mu: jax.Array, logvar: jax.Array, lambda_od: float, lambda_d
   return lambda_od * jnp.sum(off_diag**2) + lambda_d * jnp.sum((diag - 1.0) ** 2)
 
 
-def annealed_capacity(step: jax.Array | int, c_max: float,
-                      iteration_threshold: int) -> jax.Array:
+def annealed_capacity(step: jax.Array | int, c_max: float, iteration_threshold: int) -> jax.Array:
   """Returns AnnealedVAE's capacity min(c_max, c_max * step / iteration_threshold) (float32).
 
   `step` may be traced; c_max is in nats; iteration_threshold is the steps to reach c_max.
@@ -292,8 +310,9 @@ def hfs(mu: jax.Array, key: jax.Array, num_pairs: int = 25) -> jax.Array:
   return jnp.sum(jnp.max(jnp.min(dist, axis=2), axis=(0, 1)))
 
 
-def sinkhorn_prior_matching(z: jax.Array, key: jax.Array,
-                            epsilon: float | None = None) -> jax.Array:
+def sinkhorn_prior_matching(
+  z: jax.Array, key: jax.Array, epsilon: float | None = None
+) -> jax.Array:
   """Sinkhorn divergence (ott-jax, squared Euclidean) between codes and N(0, I) samples.
 
   Args:
@@ -306,7 +325,8 @@ def sinkhorn_prior_matching(z: jax.Array, key: jax.Array,
   """
   noise = jax.random.normal(key, z.shape, z.dtype)
   divergence, _ = sinkhorn_divergence.sinkhorn_divergence(
-      pointcloud.PointCloud, z, noise, epsilon=epsilon)
+    pointcloud.PointCloud, z, noise, epsilon=epsilon
+  )
   return divergence
 
 
@@ -331,8 +351,10 @@ def discriminator_loss(logits_real: jax.Array, logits_permuted: jax.Array) -> ja
   Returns:
     Scalar loss.
   """
-  return -0.5 * (jnp.mean(jax.nn.log_softmax(logits_real)[:, 0])
-                 + jnp.mean(jax.nn.log_softmax(logits_permuted)[:, 1]))
+  return -0.5 * (
+    jnp.mean(jax.nn.log_softmax(logits_real)[:, 0])
+    + jnp.mean(jax.nn.log_softmax(logits_permuted)[:, 1])
+  )
 
 
 class _Context(NamedTuple):
@@ -383,8 +405,9 @@ def sample_codes(model: VAE, images: jax.Array, key: jax.Array) -> jax.Array:
   return jax.lax.stop_gradient(_reparameterize(mu, logvar, _split_keys(key).sample))
 
 
-def factor_vae_discriminator_loss(discriminator: nnx.Module, z: jax.Array,
-                                  key: jax.Array) -> tuple[jax.Array, Aux]:
+def factor_vae_discriminator_loss(
+  discriminator: nnx.Module, z: jax.Array, key: jax.Array
+) -> tuple[jax.Array, Aux]:
   """The FactorVAE critic's loss on a batch of codes and their per-dimension shuffle.
 
   Args:
@@ -399,8 +422,10 @@ def factor_vae_discriminator_loss(discriminator: nnx.Module, z: jax.Array,
   logits_real = discriminator(z)
   logits_permuted = discriminator(permute_dims(z, key))
   loss = discriminator_loss(logits_real, logits_permuted)
-  accuracy = 0.5 * (jnp.mean(jnp.argmax(logits_real, axis=-1) == 0)
-                    + jnp.mean(jnp.argmax(logits_permuted, axis=-1) == 1))
+  accuracy = 0.5 * (
+    jnp.mean(jnp.argmax(logits_real, axis=-1) == 0)
+    + jnp.mean(jnp.argmax(logits_permuted, axis=-1) == 1)
+  )
   return loss, {"discriminator_loss": loss, "discriminator_accuracy": accuracy}
 
 
@@ -426,8 +451,9 @@ def _tcvae_dlib(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Arra
 
 def _tcvae_decomposed(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
   terms = tcvae_decomposition(ctx.z, ctx.mu, ctx.logvar, cfg.dataset_size)
-  loss = (cfg.tcvae_alpha * terms["mi"] + cfg.tcvae_beta * terms["tc"]
-          + cfg.tcvae_gamma * terms["dim_kl"])
+  loss = (
+    cfg.tcvae_alpha * terms["mi"] + cfg.tcvae_beta * terms["tc"] + cfg.tcvae_gamma * terms["dim_kl"]
+  )
   return loss, terms
 
 
@@ -439,8 +465,10 @@ def _beta_tcvae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Arra
   if estimator == "auto":
     estimator = "decomposed" if cfg.hfs_weight > 0 else "dlib"
   if estimator not in _TCVAE_ESTIMATORS:
-    raise ValueError(f"Unknown objective.tcvae_estimator {cfg.tcvae_estimator!r}; choose from "
-                     f"{['auto', *_TCVAE_ESTIMATORS]}.")
+    raise ValueError(
+      f"Unknown objective.tcvae_estimator {cfg.tcvae_estimator!r}; choose from "
+      f"{['auto', *_TCVAE_ESTIMATORS]}."
+    )
   return _TCVAE_ESTIMATORS[estimator](ctx, cfg)
 
 
@@ -452,8 +480,9 @@ def _factor_vae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Arra
 
 
 def _dip_vae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
-  penalty = dip_vae_penalty(ctx.mu, ctx.logvar, cfg.lambda_od,
-                            cfg.lambda_d_factor * cfg.lambda_od, cfg.dip_type)
+  penalty = dip_vae_penalty(
+    ctx.mu, ctx.logvar, cfg.lambda_od, cfg.lambda_d_factor * cfg.lambda_od, cfg.dip_type
+  )
   return gaussian_kl(ctx.mu, ctx.logvar) + penalty, {"dip_penalty": penalty}
 
 
@@ -464,15 +493,17 @@ def _annealed_vae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Ar
 
 
 _PRIOR_MATCHING: dict[str, Callable[[_Context], jax.Array]] = {
-    "kl": lambda ctx: gaussian_kl(ctx.mu, ctx.logvar),
-    "sinkhorn": lambda ctx: sinkhorn_prior_matching(ctx.z, ctx.key),
+  "kl": lambda ctx: gaussian_kl(ctx.mu, ctx.logvar),
+  "sinkhorn": lambda ctx: sinkhorn_prior_matching(ctx.z, ctx.key),
 }
 
 
 def _decoder_free(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
   if cfg.prior_matching not in _PRIOR_MATCHING:
-    raise ValueError(f"Unknown objective.prior_matching {cfg.prior_matching!r}; choose from "
-                     f"{sorted(_PRIOR_MATCHING)}.")
+    raise ValueError(
+      f"Unknown objective.prior_matching {cfg.prior_matching!r}; choose from "
+      f"{sorted(_PRIOR_MATCHING)}."
+    )
   prior = _PRIOR_MATCHING[cfg.prior_matching](ctx)
   return prior, {"prior_matching": prior}
 
@@ -485,12 +516,12 @@ class Objective(NamedTuple):
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "beta_vae": Objective(_beta_vae, True),
-    "beta_tcvae": Objective(_beta_tcvae, True),
-    "factor_vae": Objective(_factor_vae, True),
-    "dip_vae": Objective(_dip_vae, True),
-    "annealed_vae": Objective(_annealed_vae, True),
-    "decoder_free": Objective(_decoder_free, False),
+  "beta_vae": Objective(_beta_vae, True),
+  "beta_tcvae": Objective(_beta_tcvae, True),
+  "factor_vae": Objective(_factor_vae, True),
+  "dip_vae": Objective(_dip_vae, True),
+  "annealed_vae": Objective(_annealed_vae, True),
+  "decoder_free": Objective(_decoder_free, False),
 }
 
 
@@ -506,8 +537,8 @@ def get_objective(name: str) -> Objective:
 
 
 _DECODER_TARGETS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "logits": lambda logits: logits,
-    "mean": jax.nn.sigmoid,
+  "logits": lambda logits: logits,
+  "mean": jax.nn.sigmoid,
 }
 
 
@@ -520,8 +551,9 @@ def _decoder_map(model: VAE, ctx: _Context, target: str) -> tuple[Callable, jax.
   if ctx.logits is None:
     raise ValueError("regularizer.on='decoder' needs a decoder; use 'encoder' for decoder_free.")
   if target not in _DECODER_TARGETS:
-    raise ValueError(f"Unknown regularizer.target {target!r}; choose from "
-                     f"{sorted(_DECODER_TARGETS)}.")
+    raise ValueError(
+      f"Unknown regularizer.target {target!r}; choose from {sorted(_DECODER_TARGETS)}."
+    )
   to_target = _DECODER_TARGETS[target]
   return (lambda z: to_target(model.decode(z))), ctx.z, to_target(ctx.logits)
 
@@ -530,14 +562,14 @@ _REGULARIZED_MAPS = {"encoder": _encoder_map, "decoder": _decoder_map}
 
 
 def vae_loss(
-    model: VAE,
-    images: jax.Array,
-    key: jax.Array,
-    step: jax.Array | int,
-    objective_config: ml_collections.ConfigDict,
-    regularizer_fn: RegularizerFn | None,
-    regularizer_config: ml_collections.ConfigDict,
-    discriminator: nnx.Module | None = None,
+  model: VAE,
+  images: jax.Array,
+  key: jax.Array,
+  step: jax.Array | int,
+  objective_config: ml_collections.ConfigDict,
+  regularizer_fn: RegularizerFn | None,
+  regularizer_config: ml_collections.ConfigDict,
+  discriminator: nnx.Module | None = None,
 ) -> tuple[jax.Array, Aux]:
   """The training loss of one batch: reconstruction + objective (+ HFS) (+ regularizer).
 
@@ -563,8 +595,10 @@ def vae_loss(
   """
   objective = get_objective(objective_config.name)
   if objective.uses_decoder and model.decoder is None:
-    raise ValueError(f"objective {objective_config.name!r} needs a decoder; build the model "
-                     "with make_vae(..., decoder=True).")
+    raise ValueError(
+      f"objective {objective_config.name!r} needs a decoder; build the model "
+      "with make_vae(..., decoder=True)."
+    )
   keys = _split_keys(key)
   x = to_float(images)
   mu, logvar = model.encode(x)
@@ -583,10 +617,13 @@ def vae_loss(
     loss = loss + objective_config.hfs_weight * aux["hfs"]
   if regularizer_fn is not None and regularizer_config.name != "none":
     if regularizer_config.on not in _REGULARIZED_MAPS:
-      raise ValueError(f"Unknown regularizer.on {regularizer_config.on!r}; choose from "
-                       f"{sorted(_REGULARIZED_MAPS)}.")
+      raise ValueError(
+        f"Unknown regularizer.on {regularizer_config.on!r}; choose from "
+        f"{sorted(_REGULARIZED_MAPS)}."
+      )
     map_fn, map_x, map_y = _REGULARIZED_MAPS[regularizer_config.on](
-        model, ctx, regularizer_config.target)
+      model, ctx, regularizer_config.target
+    )
     value, reg_aux = regularizer_fn(map_fn, map_x, map_y, keys.regularizer)
     loss = loss + regularizer_config.weight * value
     aux["regularizer"] = value

@@ -27,22 +27,22 @@ import jax.numpy as jnp
 from gmg_jax import gmg as gmg_lib
 
 Regularizer = Callable[
-    [Callable[[jax.Array], jax.Array], jax.Array, jax.Array, jax.Array],
-    tuple[jax.Array, dict[str, jax.Array]],
+  [Callable[[jax.Array], jax.Array], jax.Array, jax.Array, jax.Array],
+  tuple[jax.Array, dict[str, jax.Array]],
 ]
 
 
 def gmg(
-    map_fn: Callable[[jax.Array], jax.Array],
-    x: jax.Array,
-    y: jax.Array,
-    key: jax.Array,
-    *,
-    cost: gmg_lib.CostName = "cosine",
-    epsilon_0: float = 0.01,
-    epsilon_stat: gmg_lib.StatName = "mean",
-    estimator: str = "entropic",
-    **solver_kwargs: Any,
+  map_fn: Callable[[jax.Array], jax.Array],
+  x: jax.Array,
+  y: jax.Array,
+  key: jax.Array,
+  *,
+  cost: gmg_lib.CostName = "cosine",
+  epsilon_0: float = 0.01,
+  epsilon_stat: gmg_lib.StatName = "mean",
+  estimator: str = "entropic",
+  **solver_kwargs: Any,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Gromov-Monge Gap of ``map_fn`` on the batch (see `gmg_jax.gmg.gromov_monge_gap`).
 
@@ -61,30 +61,30 @@ def gmg(
   if estimator not in ("entropic", "certified"):
     raise ValueError(f"Unknown GMG estimator {estimator!r}; choose 'entropic' or 'certified'.")
   gap, info = gmg_lib.gromov_monge_gap(
-      x, y, cost=cost, epsilon_0=epsilon_0, epsilon_stat=epsilon_stat, **solver_kwargs
+    x, y, cost=cost, epsilon_0=epsilon_0, epsilon_stat=epsilon_stat, **solver_kwargs
   )
   entropic = info.distortion - info.gw_cost
   aux = {
-      "gmg": gap,
-      "gmg_entropic": entropic,
-      "gmg_distortion": info.distortion,
-      "gmg_gw_energy": info.gw_energy,
-      "gmg_epsilon": info.epsilon,
-      "gmg_converged": info.converged.astype(jnp.float32),
-      "gmg_iterations": info.iterations.astype(jnp.float32),
-      "gmg_plan_entropy_ratio": info.plan_entropy_ratio,
-      "gmg_identity_won": info.identity_won.astype(jnp.float32),
+    "gmg": gap,
+    "gmg_entropic": entropic,
+    "gmg_distortion": info.distortion,
+    "gmg_gw_energy": info.gw_energy,
+    "gmg_epsilon": info.epsilon,
+    "gmg_converged": info.converged.astype(jnp.float32),
+    "gmg_iterations": info.iterations.astype(jnp.float32),
+    "gmg_plan_entropy_ratio": info.plan_entropy_ratio,
+    "gmg_identity_won": info.identity_won.astype(jnp.float32),
   }
   return (entropic if estimator == "entropic" else gap), aux
 
 
 def dst(
-    map_fn: Callable[[jax.Array], jax.Array],
-    x: jax.Array,
-    y: jax.Array,
-    key: jax.Array,
-    *,
-    cost: gmg_lib.CostName = "cosine",
+  map_fn: Callable[[jax.Array], jax.Array],
+  x: jax.Array,
+  y: jax.Array,
+  key: jax.Array,
+  *,
+  cost: gmg_lib.CostName = "cosine",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Distortion of ``map_fn`` on the batch, the GMG's first term alone (no GW solve)."""
   del map_fn, key
@@ -93,13 +93,13 @@ def dst(
 
 
 def jacobian(
-    map_fn: Callable[[jax.Array], jax.Array],
-    x: jax.Array,
-    y: jax.Array,
-    key: jax.Array,
-    *,
-    num_projections: int = 1,
-    scaled: bool = True,
+  map_fn: Callable[[jax.Array], jax.Array],
+  x: jax.Array,
+  y: jax.Array,
+  key: jax.Array,
+  *,
+  num_projections: int = 1,
+  scaled: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Isometry penalty on the Jacobian ``J(x_i)`` of the map, by JVPs on random unit directions.
 
@@ -139,28 +139,28 @@ def jacobian(
 
 
 REGULARIZERS: dict[str, Callable[..., tuple[jax.Array, dict[str, jax.Array]]]] = {
-    "gmg": gmg,
-    "dst": dst,
-    "jacobian": jacobian,
+  "gmg": gmg,
+  "dst": dst,
+  "jacobian": jacobian,
 }
 
 # Config fields each regularizer reads; the rest of the regularizer config (name, on, weight,
 # target) belongs to the objective.
 _FIELDS = {
-    "gmg": (
-        "cost",
-        "estimator",
-        "epsilon_0",
-        "epsilon_stat",
-        "max_iterations",
-        "sinkhorn_max_iterations",
-        "threshold",
-        "sinkhorn_threshold",
-        "init",
-        "warm_start",
-    ),
-    "dst": ("cost",),
-    "jacobian": ("num_projections", "scaled"),
+  "gmg": (
+    "cost",
+    "estimator",
+    "epsilon_0",
+    "epsilon_stat",
+    "max_iterations",
+    "sinkhorn_max_iterations",
+    "threshold",
+    "sinkhorn_threshold",
+    "init",
+    "warm_start",
+  ),
+  "dst": ("cost",),
+  "jacobian": ("num_projections", "scaled"),
 }
 
 
@@ -179,7 +179,7 @@ def make_regularizer(config: Any) -> Regularizer | None:
     return None
   if name not in REGULARIZERS:
     raise ValueError(
-        f"Unknown regularizer {name!r}; choose one of {['none', *sorted(REGULARIZERS)]}."
+      f"Unknown regularizer {name!r}; choose one of {['none', *sorted(REGULARIZERS)]}."
     )
   kwargs = {f: config[f] for f in _FIELDS[name] if f in config}
   return functools.partial(REGULARIZERS[name], **kwargs)

@@ -41,8 +41,13 @@ MODEL_AXIS = "model"
 # Set by launchers of multi-process jobs; any of them means "start jax.distributed". Cloud TPU,
 # SLURM and Open MPI are auto-detected by jax; a hand-made launch (tests, the multi-GPU recipe,
 # bare hosts) sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
-_MULTIHOST_ENV = ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS",
-                  "OMPI_COMM_WORLD_SIZE", "MEGASCALE_COORDINATOR_ADDRESS")
+_MULTIHOST_ENV = (
+  "JAX_COORDINATOR_ADDRESS",
+  "TPU_WORKER_HOSTNAMES",
+  "SLURM_NTASKS",
+  "OMPI_COMM_WORLD_SIZE",
+  "MEGASCALE_COORDINATOR_ADDRESS",
+)
 
 
 def initialize_distributed() -> bool:
@@ -77,10 +82,14 @@ def make_mesh(model_axis_size: int = 1) -> Mesh:
   """
   devices = jax.device_count()
   if devices % model_axis_size:
-    raise ValueError(f"model_axis_size={model_axis_size} does not divide the device count "
-                     f"{devices}.")
-  return jax.make_mesh((devices // model_axis_size, model_axis_size), (DATA_AXIS, MODEL_AXIS),
-                       axis_types=(AxisType.Auto, AxisType.Auto))
+    raise ValueError(
+      f"model_axis_size={model_axis_size} does not divide the device count {devices}."
+    )
+  return jax.make_mesh(
+    (devices // model_axis_size, model_axis_size),
+    (DATA_AXIS, MODEL_AXIS),
+    axis_types=(AxisType.Auto, AxisType.Auto),
+  )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -121,8 +130,10 @@ def process_rows(sharding: NamedSharding, batch_size: int) -> slice:
     stops.add(batch_size if rows.stop is None else rows.stop)
   lo, hi = min(starts), max(stops)
   if (hi - lo) * jax.process_count() != batch_size:
-    raise ValueError(f"Process {jax.process_index()} holds rows {sorted(starts)}..{hi} of a "
-                     f"batch of {batch_size}: not one contiguous block.")
+    raise ValueError(
+      f"Process {jax.process_index()} holds rows {sorted(starts)}..{hi} of a "
+      f"batch of {batch_size}: not one contiguous block."
+    )
   return slice(lo, hi)
 
 
@@ -140,8 +151,7 @@ def host_to_global(batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_process_local_data(sharding, batch[rows], batch.shape)
 
 
-def _local_scope(regularizer_fn: regularizers.Regularizer,
-                 mesh: Mesh) -> regularizers.Regularizer:
+def _local_scope(regularizer_fn: regularizers.Regularizer, mesh: Mesh) -> regularizers.Regularizer:
   num_shards = mesh.shape[DATA_AXIS]
   shards_layout = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
@@ -157,21 +167,23 @@ def _local_scope(regularizer_fn: regularizers.Regularizer,
     # Independent draws per shard (the Jacobian's directions); GMG and DST ignore the key.
     shard_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_shards))
     values, aux = jax.vmap(lambda xs, ys, k: regularizer_fn(map_fn, xs, ys, k))(
-        split(x), split(y), shard_keys)
+      split(x), split(y), shard_keys
+    )
     return jnp.mean(values), jax.tree.map(jnp.mean, aux)
 
   return local
 
 
 _SCOPES: dict[str, Callable[[regularizers.Regularizer, Mesh], regularizers.Regularizer]] = {
-    # The partitioner gathers what the solver needs; the value is the single-device one.
-    "global": lambda regularizer_fn, mesh: regularizer_fn,
-    "local": _local_scope,
+  # The partitioner gathers what the solver needs; the value is the single-device one.
+  "global": lambda regularizer_fn, mesh: regularizer_fn,
+  "local": _local_scope,
 }
 
 
-def scoped_regularizer(regularizer_fn: regularizers.Regularizer | None, scope: str,
-                       mesh: Mesh) -> regularizers.Regularizer | None:
+def scoped_regularizer(
+  regularizer_fn: regularizers.Regularizer | None, scope: str, mesh: Mesh
+) -> regularizers.Regularizer | None:
   """The regularizer applied to the whole global batch or per device sub-batch.
 
   Args:

@@ -54,22 +54,25 @@ def _vae_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
   return adam
 
 
-def _build_modules(config: ml_collections.ConfigDict, image_shape: tuple[int, ...],
-                   key: jax.Array) -> tuple[nnx.Module, ...]:
+def _build_modules(
+  config: ml_collections.ConfigDict, image_shape: tuple[int, ...], key: jax.Array
+) -> tuple[nnx.Module, ...]:
   rngs = nnx.Rngs(key)
   objective = objectives.get_objective(config.objective.name)
   vae = models.make_vae(config.model, image_shape, decoder=objective.uses_decoder, rngs=rngs)
   modules = (vae, nnx.Optimizer(vae, _vae_optimizer(config.optim), wrt=nnx.Param))
   if config.objective.name == "factor_vae":
     critic = models.make_discriminator(config.model, rngs=rngs)
-    critic_tx = optax.adam(config.optim.disc_learning_rate, b1=config.optim.disc_b1,
-                           b2=config.optim.disc_b2)
+    critic_tx = optax.adam(
+      config.optim.disc_learning_rate, b1=config.optim.disc_b1, b2=config.optim.disc_b2
+    )
     modules += (critic, nnx.Optimizer(critic, critic_tx, wrt=nnx.Param))
   return modules
 
 
-def create_train_state(config: ml_collections.ConfigDict,
-                       image_shape: tuple[int, ...]) -> tuple[nnx.GraphDef, TrainState]:
+def create_train_state(
+  config: ml_collections.ConfigDict, image_shape: tuple[int, ...]
+) -> tuple[nnx.GraphDef, TrainState]:
   """Builds the modules and optimizers (in one compiled program) and the initial state.
 
   Args:
@@ -84,8 +87,9 @@ def create_train_state(config: ml_collections.ConfigDict,
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(init_key)))
   # Initializing inside one jit compiles one program instead of one RNG kernel per shape.
   module_state = jax.jit(lambda k: nnx.split(build(k))[1])(init_key)
-  state = TrainState(step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(run_key),
-                     modules=module_state)
+  state = TrainState(
+    step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(run_key), modules=module_state
+  )
   return graphdef, state
 
 
@@ -101,10 +105,15 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
-def train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-               regularizer_fn: regularizers.Regularizer | None, state: TrainState,
-               batch_source: Any, *, batch_layout: NamedSharding | None = None
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+  graphdef: nnx.GraphDef,
+  config: ml_collections.ConfigDict,
+  regularizer_fn: regularizers.Regularizer | None,
+  state: TrainState,
+  batch_source: Any,
+  *,
+  batch_layout: NamedSharding | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimization step (pure; jit it with the state donated).
 
   Args:
@@ -135,30 +144,30 @@ def train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
     images = jax.lax.with_sharding_constraint(images, batch_layout)
 
   (loss, aux), grads = nnx.value_and_grad(objectives.vae_loss, has_aux=True)(
-      vae, images, loss_key, state.step, config.objective, regularizer_fn, config.regularizer,
-      critic)
+    vae, images, loss_key, state.step, config.objective, regularizer_fn, config.regularizer, critic
+  )
   metrics = dict(aux, grad_norm=optax.tree.norm(grads))
   finite = jnp.isfinite(loss) & _all_finite(grads)
   if critic is not None:
     # The critic sees the codes the VAE loss used, from the VAE before its update.
     codes = objectives.sample_codes(vae, images, loss_key)
     (_, critic_aux), critic_grads = nnx.value_and_grad(
-        objectives.factor_vae_discriminator_loss, has_aux=True)(critic, codes, critic_key)
+      objectives.factor_vae_discriminator_loss, has_aux=True
+    )(critic, codes, critic_key)
     finite &= _all_finite(critic_grads)
     modules[3].update(critic, critic_grads)
     metrics.update(critic_aux)
   optimizer.update(vae, grads)
 
   updated = nnx.state(modules)
-  new_modules = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated,
-                             state.modules)
+  new_modules = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state.modules)
   metrics["finite"] = finite
   return state.replace(step=state.step + 1, modules=new_modules), metrics
 
 
-def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
-                    mesh: Mesh | None = None
-                    ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(
+  graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, mesh: Mesh | None = None
+) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
   """The jitted `train_step(state, batch_source)` with the state donated.
 
   Args:
@@ -170,18 +179,21 @@ def make_train_step(graphdef: nnx.GraphDef, config: ml_collections.ConfigDict,
   """
   regularizer_fn = regularizers.make_regularizer(config.regularizer)
   if mesh is None:
-    return jax.jit(functools.partial(train_step, graphdef, config, regularizer_fn),
-                   donate_argnums=0)
+    return jax.jit(
+      functools.partial(train_step, graphdef, config, regularizer_fn), donate_argnums=0
+    )
   regularizer_fn = sharding.scoped_regularizer(regularizer_fn, config.regularizer.scope, mesh)
-  step = functools.partial(train_step, graphdef, config, regularizer_fn,
-                           batch_layout=sharding.batch_sharding(mesh))
+  step = functools.partial(
+    train_step, graphdef, config, regularizer_fn, batch_layout=sharding.batch_sharding(mesh)
+  )
   # Pinning the outputs keeps the state replicated step after step.
   replicated = sharding.replicated(mesh)
   return jax.jit(step, out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-def host_batch(dataset: data_lib.GroundTruthDataset, rng: jax.Array, step: int,
-               batch_size: int) -> np.ndarray:
+def host_batch(
+  dataset: data_lib.GroundTruthDataset, rng: jax.Array, step: int, batch_size: int
+) -> np.ndarray:
   """The batch of `step` drawn on the host (for datasets that are not jittable)."""
   images, _ = dataset.sample_batch(step_keys(rng, step)[0], batch_size)
   return np.asarray(images)
@@ -195,8 +207,10 @@ def _resume(manager, state: TrainState, config: ml_collections.ConfigDict) -> Tr
   if config.train.init_from:
     other = checkpointing.make_manager(config.train.init_from, config.train)
     if other.latest_step() is None:
-      raise FileNotFoundError(f"train.init_from={config.train.init_from!r} holds no checkpoint "
-                              f"under {os.path.join(config.train.init_from, 'checkpoints')}.")
+      raise FileNotFoundError(
+        f"train.init_from={config.train.init_from!r} holds no checkpoint "
+        f"under {os.path.join(config.train.init_from, 'checkpoints')}."
+      )
     restored, _ = checkpointing.restore(other, state)
     return restored
   return state
@@ -228,20 +242,30 @@ class _Preemption:
 def _check_batch_size(batch_size: int) -> None:
   devices = jax.device_count()
   if batch_size % devices:
-    raise ValueError(f"train.batch_size={batch_size} is not divisible by the device count "
-                     f"{devices}; use a multiple of {devices}.")
+    raise ValueError(
+      f"train.batch_size={batch_size} is not divisible by the device count "
+      f"{devices}; use a multiple of {devices}."
+    )
 
 
 def _raise_non_finite(step: int, metrics: dict[str, Any]) -> None:
   terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()) if k != "finite")
   raise FloatingPointError(
-      f"Non-finite loss or gradient at step {step} ({terms}). The update was not applied and "
-      "the last checkpoint is intact; lower the learning rate or check the regularizer settings.")
+    f"Non-finite loss or gradient at step {step} ({terms}). The update was not applied and "
+    "the last checkpoint is intact; lower the learning rate or check the regularizer settings."
+  )
 
 
-def _train_loop(config: ml_collections.ConfigDict, workdir: str, graphdef: nnx.GraphDef,
-                state: TrainState, dataset: data_lib.GroundTruthDataset, manager,
-                writer: MetricWriter, mesh: Mesh) -> TrainState:
+def _train_loop(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  graphdef: nnx.GraphDef,
+  state: TrainState,
+  dataset: data_lib.GroundTruthDataset,
+  manager,
+  writer: MetricWriter,
+  mesh: Mesh,
+) -> TrainState:
   """Runs the steps from `state.step` to `train.num_steps`; owns logging, saving, evaluation.
 
   `state` (and a jittable `dataset`) are replicated on `mesh`; host code reads the first local
@@ -257,8 +281,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, graphdef: nnx.G
   def batch_source(step):
     if dataset.jittable:
       return dataset
-    return sharding.host_to_global(host_batch(dataset, rng, step, config.train.batch_size),
-                                   layout)
+    return sharding.host_to_global(host_batch(dataset, rng, step, config.train.batch_size), layout)
 
   def check_and_log(done, metrics):
     nonlocal last_log
@@ -268,12 +291,18 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, graphdef: nnx.G
     bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", refresh=False)
     if done % config.train.log_every == 0 or done == num_steps:
       rate = (done - last_log[0]) / max(time.time() - last_log[1], 1e-9)
-      writer.write(done, {**{k: v for k, v in metrics.items() if k != "finite"},
-                          "steps_per_second": rate})
+      writer.write(
+        done, {**{k: v for k, v in metrics.items() if k != "finite"}, "steps_per_second": rate}
+      )
       last_log = (done, time.time())
 
-  bar = tqdm.tqdm(total=num_steps, initial=start, desc="train", dynamic_ncols=True,
-                  disable=not config.train.progress_bar or jax.process_index() != 0)
+  bar = tqdm.tqdm(
+    total=num_steps,
+    initial=start,
+    desc="train",
+    dynamic_ncols=True,
+    disable=not config.train.progress_bar or jax.process_index() != 0,
+  )
   pending = None  # (step, metrics) of the last dispatched step: read after the next dispatch.
   with _Preemption() as preemption, bar:
     for step in range(start, num_steps):
@@ -283,20 +312,26 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, graphdef: nnx.G
         check_and_log(*pending)
       pending = (done, metrics)
       last = done == num_steps or preemption.requested
-      eval_due = bool(config.eval.every_steps) and (done % config.eval.every_steps == 0 or
-                                                   done == num_steps)
+      eval_due = bool(config.eval.every_steps) and (
+        done % config.eval.every_steps == 0 or done == num_steps
+      )
       if manager.should_save(done) or eval_due or last:
         check_and_log(*pending)  # Never save or evaluate a state whose step was not checked.
         pending = None
         # The data stream is a function of (seed, step): the step is the data position.
-        checkpointing.save(manager, done, state,
-                           {"step": done, "data_position": done, "config": config.to_dict()},
-                           force=last)
+        checkpointing.save(
+          manager,
+          done,
+          state,
+          {"step": done, "data_position": done, "config": config.to_dict()},
+          force=last,
+        )
       bar.update(1)
       if eval_due:
         # Every process scores the same local copy (no collectives); process 0 writes.
-        evaluate.evaluate_and_write(config, workdir, graphdef, sharding.host_local(state),
-                                    local_dataset)
+        evaluate.evaluate_and_write(
+          config, workdir, graphdef, sharding.host_local(state), local_dataset
+        )
       if preemption.requested:
         break
     if pending is not None:
@@ -335,10 +370,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     manager.wait_until_finished()
     writer.close()
   if jax.process_index() == 0:
-    print(f"Done at step {int(sharding.host_local(state.step))}. Workdir {workdir}:\n"
-          f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')} "
-          f"(evaluation: {os.path.join(workdir, 'metrics.json')})\n"
-          f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
-          f"  pictures:    {os.path.join(workdir, 'pictures')}\n"
-          f"  tensorboard: {os.path.join(workdir, 'tensorboard')}")
+    print(
+      f"Done at step {int(sharding.host_local(state.step))}. Workdir {workdir}:\n"
+      f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')} "
+      f"(evaluation: {os.path.join(workdir, 'metrics.json')})\n"
+      f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
+      f"  pictures:    {os.path.join(workdir, 'pictures')}\n"
+      f"  tensorboard: {os.path.join(workdir, 'tensorboard')}"
+    )
   return state

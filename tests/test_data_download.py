@@ -15,106 +15,124 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with HTTP Range support (the stdlib handler has none)."""
+  """Static files with HTTP Range support (the stdlib handler has none)."""
 
-    ranges: list = []
+  ranges: list = []
 
-    def log_message(self, *args):
-        pass
+  def log_message(self, *args):
+    pass
 
-    def do_GET(self):
-        header = self.headers.get("Range")
-        path = self.translate_path(self.path)
-        if not header or not os.path.isfile(path):
-            return super().do_GET()
-        start = int(header.split("=")[1].split("-")[0])
-        body = open(path, "rb").read()[start:]
-        self.ranges.append(start)
-        self.send_response(206)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+  def do_GET(self):
+    header = self.headers.get("Range")
+    path = self.translate_path(self.path)
+    if not header or not os.path.isfile(path):
+      return super().do_GET()
+    start = int(header.split("=")[1].split("-")[0])
+    body = open(path, "rb").read()[start:]
+    self.ranges.append(start)
+    self.send_response(206)
+    self.send_header("Content-Length", str(len(body)))
+    self.end_headers()
+    self.wfile.write(body)
 
 
 @pytest.fixture
 def server(tmp_path):
-    root = tmp_path / "srv"
-    root.mkdir()
-    (root / "blob.bin").write_bytes(PAYLOAD)
-    (root / "m.mat.gz").write_bytes(gzip.compress(PAYLOAD[:1000]))
-    _RangeHandler.ranges = []
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_RangeHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
+  root = tmp_path / "srv"
+  root.mkdir()
+  (root / "blob.bin").write_bytes(PAYLOAD)
+  (root / "m.mat.gz").write_bytes(gzip.compress(PAYLOAD[:1000]))
+  _RangeHandler.ranges = []
+  httpd = http.server.ThreadingHTTPServer(
+    ("127.0.0.1", 0), functools.partial(_RangeHandler, directory=str(root))
+  )
+  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+  thread.start()
+  yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+  httpd.shutdown()
 
 
 def test_verified_download_is_atomic(server, tmp_path):
-    url, _ = server
-    dest = tmp_path / "out" / "blob.bin"
-    download.download_file(f"{url}/blob.bin", str(dest),
-                           sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
-    assert dest.read_bytes() == PAYLOAD
-    assert not os.path.exists(str(dest) + ".part")
+  url, _ = server
+  dest = tmp_path / "out" / "blob.bin"
+  download.download_file(
+    f"{url}/blob.bin", str(dest), sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False
+  )
+  assert dest.read_bytes() == PAYLOAD
+  assert not os.path.exists(str(dest) + ".part")
 
 
 def test_wrong_checksum_leaves_no_file(server, tmp_path):
-    url, _ = server
-    dest = tmp_path / "blob.bin"
-    with pytest.raises(download.ChecksumError, match="checksum mismatch"):
-        download.download_file(f"{url}/blob.bin", str(dest), sha256="0" * 64, progress=False)
-    assert os.listdir(tmp_path) == ["srv"]
-    with pytest.raises(download.ChecksumError):
-        download.download_file(f"{url}/blob.bin", str(dest), md5="0" * 32, progress=False)
-    assert not dest.exists() and not os.path.exists(str(dest) + ".part")
+  url, _ = server
+  dest = tmp_path / "blob.bin"
+  with pytest.raises(download.ChecksumError, match="checksum mismatch"):
+    download.download_file(f"{url}/blob.bin", str(dest), sha256="0" * 64, progress=False)
+  assert os.listdir(tmp_path) == ["srv"]
+  with pytest.raises(download.ChecksumError):
+    download.download_file(f"{url}/blob.bin", str(dest), md5="0" * 32, progress=False)
+  assert not dest.exists() and not os.path.exists(str(dest) + ".part")
 
 
 def test_resumes_a_partial_download_with_range(server, tmp_path):
-    url, _ = server
-    dest = tmp_path / "blob.bin"
-    (tmp_path / "blob.bin.part").write_bytes(PAYLOAD[:300_000])
-    download.download_file(f"{url}/blob.bin", str(dest),
-                           md5=hashlib.md5(PAYLOAD).hexdigest(), progress=False)
-    assert _RangeHandler.ranges == [300_000]
-    assert dest.read_bytes() == PAYLOAD
+  url, _ = server
+  dest = tmp_path / "blob.bin"
+  (tmp_path / "blob.bin.part").write_bytes(PAYLOAD[:300_000])
+  download.download_file(
+    f"{url}/blob.bin", str(dest), md5=hashlib.md5(PAYLOAD).hexdigest(), progress=False
+  )
+  assert _RangeHandler.ranges == [300_000]
+  assert dest.read_bytes() == PAYLOAD
 
 
 def test_corrupt_partial_download_is_discarded(server, tmp_path):
-    url, _ = server
-    dest = tmp_path / "blob.bin"
-    (tmp_path / "blob.bin.part").write_bytes(b"garbage" * 10)
-    with pytest.raises(download.ChecksumError):
-        download.download_file(f"{url}/blob.bin", str(dest),
-                               sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
-    # The next run starts from scratch and succeeds.
-    download.download_file(f"{url}/blob.bin", str(dest),
-                           sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
-    assert dest.read_bytes() == PAYLOAD
+  url, _ = server
+  dest = tmp_path / "blob.bin"
+  (tmp_path / "blob.bin.part").write_bytes(b"garbage" * 10)
+  with pytest.raises(download.ChecksumError):
+    download.download_file(
+      f"{url}/blob.bin", str(dest), sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False
+    )
+  # The next run starts from scratch and succeeds.
+  download.download_file(
+    f"{url}/blob.bin", str(dest), sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False
+  )
+  assert dest.read_bytes() == PAYLOAD
 
 
 def test_cli_fetches_and_unpacks(server, tmp_path, monkeypatch, capsys):
-    url, root = server
-    digest = hashlib.sha256((root / "m.mat.gz").read_bytes()).hexdigest()
-    monkeypatch.setattr(download, "REMOTE_FILES", {
-        "toy": (download.RemoteFile(f"{url}/m.mat.gz", "toy/m.mat.gz", sha256=digest,
-                                    unpack="gunzip"),)})
-    out = tmp_path / "data"
-    assert download.main(["toy", f"--data_dir={out}"]) == 0
-    assert (out / "toy" / "m.mat").read_bytes() == PAYLOAD[:1000]
-    assert sorted(os.listdir(out / "toy")) == ["m.mat"]
-    assert "toy:" in capsys.readouterr().out
-    # A second run finds the file and downloads nothing.
-    (root / "m.mat.gz").unlink()
-    assert download.main(["toy", f"--data_dir={out}"]) == 0
+  url, root = server
+  digest = hashlib.sha256((root / "m.mat.gz").read_bytes()).hexdigest()
+  monkeypatch.setattr(
+    download,
+    "REMOTE_FILES",
+    {
+      "toy": (
+        download.RemoteFile(f"{url}/m.mat.gz", "toy/m.mat.gz", sha256=digest, unpack="gunzip"),
+      )
+    },
+  )
+  out = tmp_path / "data"
+  assert download.main(["toy", f"--data_dir={out}"]) == 0
+  assert (out / "toy" / "m.mat").read_bytes() == PAYLOAD[:1000]
+  assert sorted(os.listdir(out / "toy")) == ["m.mat"]
+  assert "toy:" in capsys.readouterr().out
+  # A second run finds the file and downloads nothing.
+  (root / "m.mat.gz").unlink()
+  assert download.main(["toy", f"--data_dir={out}"]) == 0
 
 
 def test_every_dataset_has_a_pinned_digest():
-    for name, remotes in download.REMOTE_FILES.items():
-        for remote in remotes:
-            digest = remote.sha256 or remote.md5
-            assert digest and len(digest) in (32, 64), name
-            assert int(digest, 16) >= 0
-    assert {"dsprites", "shapes3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "smallnorb",
-            "cars3d"} <= set(download.REMOTE_FILES)
+  for name, remotes in download.REMOTE_FILES.items():
+    for remote in remotes:
+      digest = remote.sha256 or remote.md5
+      assert digest and len(digest) in (32, 64), name
+      assert int(digest, 16) >= 0
+  assert {
+    "dsprites",
+    "shapes3d",
+    "mpi3d_toy",
+    "mpi3d_realistic",
+    "mpi3d_real",
+    "smallnorb",
+    "cars3d",
+  } <= set(download.REMOTE_FILES)

@@ -27,7 +27,9 @@ def test_evaluate_a_saved_run_matches_scoring_its_encoder(tiny, tmp_path):
     assert json.load(f) == json.loads(json.dumps(record))
   assert not list(tmp_path.glob("*.tmp"))
   assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == [
-      "reconstructions_00000010.png", "traversal_00000010.png"]
+    "reconstructions_00000010.png",
+    "traversal_00000010.png",
+  ]
 
   # The same numbers from the metrics library on the restored encoder.
   import jax
@@ -35,15 +37,27 @@ def test_evaluate_a_saved_run_matches_scoring_its_encoder(tiny, tmp_path):
 
   vae = nnx.merge(graphdef, state.modules)[0]
   expected = metrics.compute_metrics(
-      ("mig", "modularity_explicitness"), dataset, jax.jit(lambda x: vae.encode(x)[0]),
-      jax.random.fold_in(jax.random.key(config.seed), 10), mode=config.eval.mode,
-      num_train=300, num_test=200, random_state=config.seed)
+    ("mig", "modularity_explicitness"),
+    dataset,
+    jax.jit(lambda x: vae.encode(x)[0]),
+    jax.random.fold_in(jax.random.key(config.seed), 10),
+    mode=config.eval.mode,
+    num_train=300,
+    num_test=200,
+    random_state=config.seed,
+  )
   assert record["mig"] == expected["mig"]
   assert 0.0 <= record["mig"]["discrete_mig"] <= 1.0
 
 
 def test_cli_on_a_directory_without_a_run_says_what_is_missing(tmp_path):
-  result = subprocess.run([sys.executable, "-m", "gmg_jax.evaluate", f"--workdir={tmp_path}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+  result = subprocess.run(
+    [sys.executable, "-m", "gmg_jax.evaluate", f"--workdir={tmp_path}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert result.returncode != 0
   assert "config.json does not exist" in result.stderr + result.stdout

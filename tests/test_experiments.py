@@ -18,10 +18,22 @@ import sweep  # noqa: E402
 
 from configs import default  # noqa: E402
 
-_TINY = ("data.image_size=16", "model.arch=mlp", "model.mlp_hidden=(32,)", "model.latent_dim=4",
-         "train.batch_size=16", "train.num_steps=4", "train.checkpoint_every=2",
-         "train.progress_bar=False", "eval.every_steps=4", "eval.metrics=('mig',)",
-         "eval.mode=fast", "eval.num_train=64", "eval.num_test=32", "eval.pictures=False")
+_TINY = (
+  "data.image_size=16",
+  "model.arch=mlp",
+  "model.mlp_hidden=(32,)",
+  "model.latent_dim=4",
+  "train.batch_size=16",
+  "train.num_steps=4",
+  "train.checkpoint_every=2",
+  "train.progress_bar=False",
+  "eval.every_steps=4",
+  "eval.metrics=('mig',)",
+  "eval.mode=fast",
+  "eval.num_train=64",
+  "eval.num_test=32",
+  "eval.pictures=False",
+)
 
 
 def _expected_paper_grid():
@@ -30,8 +42,9 @@ def _expected_paper_grid():
   for objective in ("beta_vae", "beta_tcvae"):
     for hfs in ("", ",hfs"):
       expected.add(objective + hfs)
-      for reg, cost, on in itertools.product(("dst", "gmg"), ("l2", "scl2", "cos"),
-                                             ("encoder", "decoder")):
+      for reg, cost, on in itertools.product(
+        ("dst", "gmg"), ("l2", "scl2", "cos"), ("encoder", "decoder")
+      ):
         expected.add(f"{objective}{hfs},{reg}_{cost}_{on}")
   return expected
 
@@ -57,29 +70,42 @@ def test_every_variant_builds_the_config_it_names():
     assert config.regularizer.name == reg["regularizer"]
     if reg["regularizer"] != "none":
       assert config.regularizer.on == reg["placement"]
-      assert config.regularizer.cost == {"l2": "sqeuclidean", "scl2": "scaled_sqeuclidean",
-                                         "cos": "cosine"}[reg["cost"]]
+      assert (
+        config.regularizer.cost
+        == {"l2": "sqeuclidean", "scl2": "scaled_sqeuclidean", "cos": "cosine"}[reg["cost"]]
+      )
 
 
 def test_subsets_count_and_none_is_not_multiplied_by_cost_axes():
-  variants = sweep.grid_variants(objectives=["beta_vae"], hfs=[False], costs=["cos"],
-                                 placements=["encoder", "decoder"])
-  assert variants == ["beta_vae", "beta_vae,dst_cos_encoder", "beta_vae,dst_cos_decoder",
-                      "beta_vae,gmg_cos_encoder", "beta_vae,gmg_cos_decoder"]
+  variants = sweep.grid_variants(
+    objectives=["beta_vae"], hfs=[False], costs=["cos"], placements=["encoder", "decoder"]
+  )
+  assert variants == [
+    "beta_vae",
+    "beta_vae,dst_cos_encoder",
+    "beta_vae,dst_cos_decoder",
+    "beta_vae,gmg_cos_encoder",
+    "beta_vae,gmg_cos_decoder",
+  ]
   readme = sweep.grid_variants(objectives=["beta_vae"], hfs=[False], placements=["decoder"])
   assert len(readme) == 7
   runs = sweep.expand(sweep.grid_variants(), [0, 1], pattern=r"gmg_cos_decoder$")
-  assert sorted({r.variant for r in runs}) == ["beta_tcvae,gmg_cos_decoder",
-                                               "beta_tcvae,hfs,gmg_cos_decoder",
-                                               "beta_vae,gmg_cos_decoder",
-                                               "beta_vae,hfs,gmg_cos_decoder"]
+  assert sorted({r.variant for r in runs}) == [
+    "beta_tcvae,gmg_cos_decoder",
+    "beta_tcvae,hfs,gmg_cos_decoder",
+    "beta_vae,gmg_cos_decoder",
+    "beta_vae,hfs,gmg_cos_decoder",
+  ]
   assert len(runs) == 8
 
 
 def test_overrides_reach_the_config_and_the_command():
-  runs = sweep.expand(["beta_vae", "beta_vae,dst_cos_decoder", "beta_vae,dst_scl2_decoder"], [3],
-                      overrides=("train.num_steps=7", "eval.metrics=('dci','mig')"),
-                      overrides_for=[("cos", "regularizer.weight=500")])
+  runs = sweep.expand(
+    ["beta_vae", "beta_vae,dst_cos_decoder", "beta_vae,dst_scl2_decoder"],
+    [3],
+    overrides=("train.num_steps=7", "eval.metrics=('dci','mig')"),
+    overrides_for=[("cos", "regularizer.weight=500")],
+  )
   by_variant = {r.variant: r for r in runs}
   assert by_variant["beta_vae,dst_cos_decoder"].overrides[-1] == "regularizer.weight=500"
   assert "regularizer.weight=500" not in by_variant["beta_vae,dst_scl2_decoder"].overrides
@@ -105,14 +131,22 @@ def test_aggregation_means_stds_csv_markdown_and_plots(tmp_path):
   dci = {"beta_vae": [0.1, 0.2, 0.6], "beta_vae+gmg_cos_decoder": [0.5, 0.7]}
   for name, values in dci.items():
     for seed, value in enumerate(values):
-      _write_run(root, name, seed, {"dci": {"disentanglement": value, "completeness": 2 * value},
-                                    "mig": {"discrete_mig": 0.01 * seed}})
+      _write_run(
+        root,
+        name,
+        seed,
+        {
+          "dci": {"disentanglement": value, "completeness": 2 * value},
+          "mig": {"discrete_mig": 0.01 * seed},
+        },
+      )
   os.makedirs(os.path.join(root, "beta_vae", "seed_9"))  # unfinished run: no metrics.json
   summary = aggregate.write_results(root, out)
   by_config = {s["config"]: s for s in summary}
   mean, std, n = by_config["beta_vae"]["dci/disentanglement"]
-  assert n == 3 and mean == pytest.approx(0.3) and std == pytest.approx(np.std([.1, .2, .6],
-                                                                                ddof=1))
+  assert (
+    n == 3 and mean == pytest.approx(0.3) and std == pytest.approx(np.std([0.1, 0.2, 0.6], ddof=1))
+  )
   mean, std, n = by_config["beta_vae+gmg_cos_decoder"]["dci/completeness"]
   assert (n, mean, std) == (2, pytest.approx(1.2), pytest.approx(math.sqrt(0.08)))
   gmg = by_config["beta_vae+gmg_cos_decoder"]
@@ -127,14 +161,31 @@ def test_aggregation_means_stds_csv_markdown_and_plots(tmp_path):
 
 
 def test_single_seed_has_no_std_and_parse_name_reads_every_axis():
-  summary = aggregate.summarize([{"config": "a", "objective": "beta_vae", "hfs": "no",
-                                  "regularizer": "none", "cost": "-", "placement": "-",
-                                  "seed": 0, "m": 0.25}], ["m"])
+  summary = aggregate.summarize(
+    [
+      {
+        "config": "a",
+        "objective": "beta_vae",
+        "hfs": "no",
+        "regularizer": "none",
+        "cost": "-",
+        "placement": "-",
+        "seed": 0,
+        "m": 0.25,
+      }
+    ],
+    ["m"],
+  )
   assert summary[0]["m"][0] == 0.25 and math.isnan(summary[0]["m"][1])
   assert aggregate.format_cell(summary[0]["m"]) == "0.250"
   assert aggregate.parse_name("beta_tcvae+hfs+dst_scl2_encoder") == {
-      "config": "beta_tcvae+hfs+dst_scl2_encoder", "objective": "beta_tcvae", "hfs": "yes",
-      "regularizer": "dst", "cost": "scl2", "placement": "encoder"}
+    "config": "beta_tcvae+hfs+dst_scl2_encoder",
+    "objective": "beta_tcvae",
+    "hfs": "yes",
+    "regularizer": "dst",
+    "cost": "scl2",
+    "placement": "encoder",
+  }
 
 
 def test_finished_runs_are_skipped_and_unfinished_ones_launched(tmp_path, monkeypatch):
@@ -147,8 +198,13 @@ def test_finished_runs_are_skipped_and_unfinished_ones_launched(tmp_path, monkey
   def fake_call(cmd, **kwargs):
     workdir = next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
     launched.append(workdir)
-    _write_run(os.path.dirname(os.path.dirname(workdir)), "beta_vae",
-               int(workdir.rsplit("_", 1)[1]), {}, step=4)
+    _write_run(
+      os.path.dirname(os.path.dirname(workdir)),
+      "beta_vae",
+      int(workdir.rsplit("_", 1)[1]),
+      {},
+      step=4,
+    )
     return 0
 
   monkeypatch.setattr(sweep.subprocess, "call", fake_call)
@@ -160,9 +216,17 @@ def test_finished_runs_are_skipped_and_unfinished_ones_launched(tmp_path, monkey
 
 @pytest.mark.slow
 def test_sweep_cli_runs_a_real_tiny_run_then_skips_it(tmp_path):
-  args = ["--config=configs/default.py", "--study=tiny", f"--root={tmp_path}/runs",
-          f"--results={tmp_path}/results", "--objectives=beta_vae", "--hfs=no",
-          "--regularizers=none", "--seeds=0", *(f"--set={o}" for o in _TINY)]
+  args = [
+    "--config=configs/default.py",
+    "--study=tiny",
+    f"--root={tmp_path}/runs",
+    f"--results={tmp_path}/results",
+    "--objectives=beta_vae",
+    "--hfs=no",
+    "--regularizers=none",
+    "--seeds=0",
+    *(f"--set={o}" for o in _TINY),
+  ]
   sweep.main(["--run", *args])
   workdir = tmp_path / "runs" / "tiny" / "beta_vae" / "seed_0"
   assert json.load(open(workdir / "metrics.json"))["step"] == 4
@@ -180,8 +244,9 @@ def test_epsilon_ablation_sees_no_gap_for_an_isometry_and_a_large_one_for_a_shuf
   rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
   image = (x @ rotation.T).astype(np.float32)
   shuffled = image[rng.permutation(16)]
-  rows = ablate_epsilon.solver_table([(x, image), (x, shuffled)], ["sqeuclidean"], [0.01],
-                                     "decoder")
+  rows = ablate_epsilon.solver_table(
+    [(x, image), (x, shuffled)], ["sqeuclidean"], [0.01], "decoder"
+  )
   assert len(rows) == 1
   iso = ablate_epsilon.solver_table([(x, image)], ["sqeuclidean"], [0.01], "decoder")[0]
   shuffle = ablate_epsilon.solver_table([(x, shuffled)], ["sqeuclidean"], [0.01], "decoder")[0]

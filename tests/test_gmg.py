@@ -48,12 +48,17 @@ def test_cost_matrices_against_loops(rng):
   flat = x.reshape(7, -1)
   sq = np.array([[np.sum((a - b) ** 2) for b in flat] for a in flat])
   norms = np.maximum(np.linalg.norm(flat, axis=1), 1e-6)
-  cos = np.array([[1 - a @ b / (na * nb) for b, nb in zip(flat, norms, strict=True)]
-                  for a, na in zip(flat, norms, strict=True)])
+  cos = np.array(
+    [
+      [1 - a @ b / (na * nb) for b, nb in zip(flat, norms, strict=True)]
+      for a, na in zip(flat, norms, strict=True)
+    ]
+  )
   np.fill_diagonal(cos, 0.0)
   np.testing.assert_allclose(gmg.cost_matrix(x, "sqeuclidean"), sq, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(gmg.cost_matrix(x, "scaled_sqeuclidean"), sq / sq.mean(),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    gmg.cost_matrix(x, "scaled_sqeuclidean"), sq / sq.mean(), rtol=1e-5, atol=1e-5
+  )
   np.testing.assert_allclose(gmg.cost_matrix(x, "cosine"), cos, rtol=1e-5, atol=1e-5)
 
 
@@ -68,11 +73,14 @@ def test_gw_energy_of_identity_is_distortion_and_matches_quadruple_sum(rng):
   cy = gmg.cost_matrix(rng.normal(size=(n, 2)), "sqeuclidean")
   plan = rng.random((n, n))
   plan /= plan.sum()
-  loops = 0.5 * sum((cx[i, k] - cy[j, m]) ** 2 * plan[i, j] * plan[k, m]
-                    for i, j, k, m in itertools.product(range(n), repeat=4))
+  loops = 0.5 * sum(
+    (cx[i, k] - cy[j, m]) ** 2 * plan[i, j] * plan[k, m]
+    for i, j, k, m in itertools.product(range(n), repeat=4)
+  )
   np.testing.assert_allclose(gmg.gw_energy(cx, cy, plan), loops, rtol=1e-5)
-  np.testing.assert_allclose(gmg.gw_energy(cx, cy, jnp.eye(n) / n), gmg.distortion(cx, cy),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    gmg.gw_energy(cx, cy, jnp.eye(n) / n), gmg.distortion(cx, cy), rtol=1e-5
+  )
 
 
 def test_rounding_gives_an_exact_coupling_close_to_the_plan(rng):
@@ -98,12 +106,20 @@ def test_entropic_gw_matches_pot(rng, n, epsilon):
     cx = np.asarray(gmg.cost_matrix(jnp.asarray(x), "scaled_sqeuclidean"))
     cy = np.asarray(gmg.cost_matrix(jnp.asarray(y), "scaled_sqeuclidean"))
     plan, converged, _, _ = gmg.entropic_gw_plan(
-        cx, cy, epsilon, init="product", threshold=1e-8, sinkhorn_threshold=1e-9,
-        max_iterations=500, sinkhorn_max_iterations=5000)
+      cx,
+      cy,
+      epsilon,
+      init="product",
+      threshold=1e-8,
+      sinkhorn_threshold=1e-9,
+      max_iterations=500,
+      sinkhorn_max_iterations=5000,
+    )
     ours = 2.0 * float(gmg.gw_energy(cx, cy, plan))
   p = np.full(n, 1.0 / n)
   theirs = ot.gromov.entropic_gromov_wasserstein2(
-      cx, cy, p, p, loss_fun="square_loss", epsilon=2 * epsilon, tol=1e-11, max_iter=1000)
+    cx, cy, p, p, loss_fun="square_loss", epsilon=2 * epsilon, tol=1e-11, max_iter=1000
+  )
   assert bool(converged)
   np.testing.assert_allclose(ours, theirs, rtol=1e-5)
 
@@ -119,8 +135,15 @@ def test_small_epsilon_recovers_a_planted_matching_like_brute_force(rng):
       y = x[perm] @ _rotation(rng, 3) + 0.01 * rng.normal(size=(n, 3))
       cx = np.asarray(gmg.cost_matrix(jnp.asarray(x), "scaled_sqeuclidean"))
       cy = np.asarray(gmg.cost_matrix(jnp.asarray(y), "scaled_sqeuclidean"))
-      plan, _, _, _ = gmg.entropic_gw_plan(cx, cy, 1e-3, threshold=1e-9, sinkhorn_threshold=1e-10,
-                                        max_iterations=300, sinkhorn_max_iterations=20000)
+      plan, _, _, _ = gmg.entropic_gw_plan(
+        cx,
+        cy,
+        1e-3,
+        threshold=1e-9,
+        sinkhorn_threshold=1e-10,
+        max_iterations=300,
+        sinkhorn_max_iterations=20000,
+      )
       # Entropic optimality: E(P_eps) + eps KL(P_eps) <= E(P*) + eps KL(P*), and
       # 0 <= KL <= log n, so E* <= E(P_eps) <= E* + eps log n.
       exact, energy = _brute_force_gw(cx, cy), float(gmg.gw_energy(cx, cy, plan))
@@ -216,15 +239,22 @@ def test_gradient_is_the_exact_gradient_of_the_entropic_gap():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(16, 5))
     y = np.tanh(x @ rng.normal(size=(5, 3))) + 0.3 * rng.normal(size=(16, 3))
-    kwargs = dict(cost="scaled_sqeuclidean", epsilon=0.02, threshold=1e-10,
-                  sinkhorn_threshold=1e-12, max_iterations=1000, sinkhorn_max_iterations=20000)
+    kwargs = dict(
+      cost="scaled_sqeuclidean",
+      epsilon=0.02,
+      threshold=1e-10,
+      sinkhorn_threshold=1e-12,
+      max_iterations=1000,
+      sinkhorn_max_iterations=20000,
+    )
 
     def entropic_gap(y):
       _, info = gmg.gromov_monge_gap(x, y, **kwargs)
       return info.distortion - info.gw_cost
 
-    grad_y, grad_x = jax.grad(lambda y, x: gmg.gromov_monge_gap(x, y, **kwargs)[0],
-                              argnums=(0, 1))(jnp.asarray(y), jnp.asarray(x))
+    grad_y, grad_x = jax.grad(lambda y, x: gmg.gromov_monge_gap(x, y, **kwargs)[0], argnums=(0, 1))(
+      jnp.asarray(y), jnp.asarray(x)
+    )
     assert float(gmg.gromov_monge_gap(x, y, **kwargs)[0]) > 0
     h = 1e-5
     for _ in range(3):
@@ -253,8 +283,7 @@ def test_gradient_of_distortion_matches_finite_differences(cost):
 # ---------------------------------------------------------------------------- robustness
 
 
-@functools.partial(jax.jit, static_argnames=("cost", "max_iterations",
-                                             "sinkhorn_max_iterations"))
+@functools.partial(jax.jit, static_argnames=("cost", "max_iterations", "sinkhorn_max_iterations"))
 def _value_and_grad(x, y, epsilon_0, **kwargs):
   """Gap, info and gradients w.r.t. (x, y); one compilation per cost and solver budget."""
   fn = lambda x, y: gmg.gromov_monge_gap(x, y, epsilon_0=epsilon_0, **kwargs)  # noqa: E731
@@ -272,12 +301,12 @@ def test_no_nan_on_degenerate_inputs(rng, cost):
   x = rng.normal(size=(n, 10)).astype(np.float32)
   y = rng.normal(size=(n, 64)).astype(np.float32)
   cases = {
-      "all zero": np.zeros_like(y),
-      "zero rows": np.concatenate([np.zeros((5, 64), np.float32), y[5:]]),
-      "duplicated points": np.concatenate([y[: n // 2], y[: n // 2]]),
-      "all equal": np.ones_like(y),
-      # A freshly initialized decoder's sigmoid outputs: all ~0.5 (DESIGN.md §10).
-      "flat sigmoid": jax.nn.sigmoid(0.5 + 1e-4 * y),
+    "all zero": np.zeros_like(y),
+    "zero rows": np.concatenate([np.zeros((5, 64), np.float32), y[5:]]),
+    "duplicated points": np.concatenate([y[: n // 2], y[: n // 2]]),
+    "all equal": np.ones_like(y),
+    # A freshly initialized decoder's sigmoid outputs: all ~0.5 (DESIGN.md §10).
+    "flat sigmoid": jax.nn.sigmoid(0.5 + 1e-4 * y),
   }
   for name, y_case in cases.items():
     for epsilon_0 in (1e-6, 0.01, 1e6):
@@ -319,8 +348,9 @@ def test_plan_is_invariant_to_the_scale_of_each_space(rng):
 def test_non_converged_solve_is_reported_and_finite(rng):
   x = rng.normal(size=(32, 10)).astype(np.float32)
   y = np.tanh(rng.normal(size=(32, 6))).astype(np.float32)
-  (gap, info), grads = _value_and_grad(x, y, 1e-3, cost="cosine", max_iterations=5,
-                                       sinkhorn_max_iterations=3)
+  (gap, info), grads = _value_and_grad(
+    x, y, 1e-3, cost="cosine", max_iterations=5, sinkhorn_max_iterations=3
+  )
   assert not bool(info.converged)
   assert int(info.iterations) == 5
   _assert_finite((gap, info, grads))

@@ -17,270 +17,268 @@ SIZES = (4, 3, 5)
 
 @pytest.fixture
 def rng():
-    return np.random.default_rng(0)
+  return np.random.default_rng(0)
 
 
 def _factors(rng, num, sizes=SIZES):
-    return np.stack([rng.integers(0, s, num) for s in sizes], axis=1)
+  return np.stack([rng.integers(0, s, num) for s in sizes], axis=1)
 
 
 def _perfect(factors, rng):
-    """Axis-aligned code: dim j is a monotone function of factor j plus tiny noise."""
-    return np.exp(factors / 3.0) + 1e-3 * rng.standard_normal(factors.shape)
+  """Axis-aligned code: dim j is a monotone function of factor j plus tiny noise."""
+  return np.exp(factors / 3.0) + 1e-3 * rng.standard_normal(factors.shape)
 
 
 def _loop_mi(a, b):
-    """Plug-in MI (nats) by explicit counting."""
-    n, mi = len(a), 0.0
-    for x in set(a.tolist()):
-        for y in set(b.tolist()):
-            joint = sum(1 for i in range(n) if a[i] == x and b[i] == y) / n
-            if joint > 0:
-                mi += joint * np.log(joint / (np.mean(a == x) * np.mean(b == y)))
-    return mi
+  """Plug-in MI (nats) by explicit counting."""
+  n, mi = len(a), 0.0
+  for x in set(a.tolist()):
+    for y in set(b.tolist()):
+      joint = sum(1 for i in range(n) if a[i] == x and b[i] == y) / n
+      if joint > 0:
+        mi += joint * np.log(joint / (np.mean(a == x) * np.mean(b == y)))
+  return mi
 
 
 def _loop_entropy(p, base):
-    p = [v / sum(p) for v in p]
-    return -sum(v * np.log(v) for v in p if v > 0) / np.log(base)
+  p = [v / sum(p) for v in p]
+  return -sum(v * np.log(v) for v in p if v > 0) / np.log(base)
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_histogram_discretize_matches_digitize_loop(rng, mode):
-    codes = rng.standard_normal((200, 3)).astype(np.float32)
-    codes[:, 2] = 1.5  # constant dim: np.histogram widens the range by +-0.5
-    expected = np.stack([np.digitize(c, np.histogram(c, 20)[1][:-1]) for c in codes.T], axis=1)
-    np.testing.assert_array_equal(metrics.histogram_discretize(codes, 20, mode=mode), expected)
-    assert metrics.histogram_discretize(codes, 20, mode=mode)[:, :2].max() == 20
+  codes = rng.standard_normal((200, 3)).astype(np.float32)
+  codes[:, 2] = 1.5  # constant dim: np.histogram widens the range by +-0.5
+  expected = np.stack([np.digitize(c, np.histogram(c, 20)[1][:-1]) for c in codes.T], axis=1)
+  np.testing.assert_array_equal(metrics.histogram_discretize(codes, 20, mode=mode), expected)
+  assert metrics.histogram_discretize(codes, 20, mode=mode)[:, :2].max() == 20
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_mutual_info_and_entropy_by_counting(rng, mode):
-    codes = rng.integers(0, 4, (60, 3))
-    factors = _factors(rng, 60, (3, 2))
-    expected = [[_loop_mi(codes[:, i], factors[:, j]) for j in range(2)] for i in range(3)]
-    np.testing.assert_allclose(
-        metrics.discrete_mutual_info(codes, factors, mode=mode), expected, atol=1e-12
-    )
-    entropy = [_loop_entropy(np.bincount(f), np.e) for f in factors.T]
-    np.testing.assert_allclose(metrics.discrete_entropy(factors, mode=mode), entropy, atol=1e-12)
+  codes = rng.integers(0, 4, (60, 3))
+  factors = _factors(rng, 60, (3, 2))
+  expected = [[_loop_mi(codes[:, i], factors[:, j]) for j in range(2)] for i in range(3)]
+  np.testing.assert_allclose(
+    metrics.discrete_mutual_info(codes, factors, mode=mode), expected, atol=1e-12
+  )
+  entropy = [_loop_entropy(np.bincount(f), np.e) for f in factors.T]
+  np.testing.assert_allclose(metrics.discrete_entropy(factors, mode=mode), entropy, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_mig_known_answers_and_loop(rng, mode):
-    factors = _factors(rng, 2000)
-    perfect = _perfect(factors, rng)
-    assert metrics.mig(perfect, factors, mode=mode)["discrete_mig"] > 0.97
-    random = rng.standard_normal((2000, 3))
-    assert abs(metrics.mig(random, factors, mode=mode)["discrete_mig"]) < 0.02
-    mixed = np.stack([perfect[:, 0] + perfect[:, 1], perfect[:, 0] - perfect[:, 1]], 1)
-    mixed = np.concatenate([mixed, perfect[:, 2:]], axis=1)
-    assert metrics.mig(mixed, factors, mode=mode)["discrete_mig"] < 0.8
-    perm = [2, 0, 1]
-    assert metrics.mig(perfect[:, perm], factors, mode=mode) == pytest.approx(
-        metrics.mig(perfect, factors, mode=mode)
-    )
-    codes = rng.standard_normal((300, 4))
-    bins = metrics.histogram_discretize(codes, 20)
-    gaps = []
-    for j in range(factors.shape[1]):
-        mi = sorted(_loop_mi(bins[:, i], factors[:300, j]) for i in range(4))
-        gaps.append((mi[-1] - mi[-2]) / _loop_mi(factors[:300, j], factors[:300, j]))
-    assert metrics.mig(codes, factors[:300], mode=mode)["discrete_mig"] == pytest.approx(
-        np.mean(gaps), abs=1e-12
-    )
+  factors = _factors(rng, 2000)
+  perfect = _perfect(factors, rng)
+  assert metrics.mig(perfect, factors, mode=mode)["discrete_mig"] > 0.97
+  random = rng.standard_normal((2000, 3))
+  assert abs(metrics.mig(random, factors, mode=mode)["discrete_mig"]) < 0.02
+  mixed = np.stack([perfect[:, 0] + perfect[:, 1], perfect[:, 0] - perfect[:, 1]], 1)
+  mixed = np.concatenate([mixed, perfect[:, 2:]], axis=1)
+  assert metrics.mig(mixed, factors, mode=mode)["discrete_mig"] < 0.8
+  perm = [2, 0, 1]
+  assert metrics.mig(perfect[:, perm], factors, mode=mode) == pytest.approx(
+    metrics.mig(perfect, factors, mode=mode)
+  )
+  codes = rng.standard_normal((300, 4))
+  bins = metrics.histogram_discretize(codes, 20)
+  gaps = []
+  for j in range(factors.shape[1]):
+    mi = sorted(_loop_mi(bins[:, i], factors[:300, j]) for i in range(4))
+    gaps.append((mi[-1] - mi[-2]) / _loop_mi(factors[:300, j], factors[:300, j]))
+  assert metrics.mig(codes, factors[:300], mode=mode)["discrete_mig"] == pytest.approx(
+    np.mean(gaps), abs=1e-12
+  )
 
 
 def test_modularity_by_loop(rng):
-    assert metrics.modularity(np.eye(3)) == pytest.approx(1.0)
-    assert metrics.modularity(np.ones((2, 3))) == pytest.approx(0.0)
-    assert metrics.modularity(np.zeros((2, 3))) == 0.0
-    mi = rng.random((4, 3))
-    expected = []
-    for row in mi:
-        sq = row**2
-        expected.append(1 - (sq.sum() - sq.max()) / (sq.max() * (len(row) - 1)))
-    assert metrics.modularity(mi) == pytest.approx(np.mean(expected))
+  assert metrics.modularity(np.eye(3)) == pytest.approx(1.0)
+  assert metrics.modularity(np.ones((2, 3))) == pytest.approx(0.0)
+  assert metrics.modularity(np.zeros((2, 3))) == 0.0
+  mi = rng.random((4, 3))
+  expected = []
+  for row in mi:
+    sq = row**2
+    expected.append(1 - (sq.sum() - sq.max()) / (sq.max() * (len(row) - 1)))
+  assert metrics.modularity(mi) == pytest.approx(np.mean(expected))
 
 
 def test_disentanglement_completeness_by_loop(rng):
-    assert metrics.disentanglement(np.eye(3)) == pytest.approx(1.0, abs=1e-8)
-    assert metrics.completeness(np.eye(3)) == pytest.approx(1.0, abs=1e-8)
-    assert metrics.disentanglement(np.ones((4, 3))) == pytest.approx(0.0, abs=1e-8)
-    importance = rng.random((5, 3))  # rows codes, columns factors
-    total = importance.sum()
-    d = sum((1 - _loop_entropy(list(row + 1e-11), 3)) * row.sum() / total for row in importance)
-    c = sum((1 - _loop_entropy(list(col + 1e-11), 5)) * col.sum() / total for col in importance.T)
-    assert metrics.disentanglement(importance) == pytest.approx(d, abs=1e-12)
-    assert metrics.completeness(importance) == pytest.approx(c, abs=1e-12)
+  assert metrics.disentanglement(np.eye(3)) == pytest.approx(1.0, abs=1e-8)
+  assert metrics.completeness(np.eye(3)) == pytest.approx(1.0, abs=1e-8)
+  assert metrics.disentanglement(np.ones((4, 3))) == pytest.approx(0.0, abs=1e-8)
+  importance = rng.random((5, 3))  # rows codes, columns factors
+  total = importance.sum()
+  d = sum((1 - _loop_entropy(list(row + 1e-11), 3)) * row.sum() / total for row in importance)
+  c = sum((1 - _loop_entropy(list(col + 1e-11), 5)) * col.sum() / total for col in importance.T)
+  assert metrics.disentanglement(importance) == pytest.approx(d, abs=1e-12)
+  assert metrics.completeness(importance) == pytest.approx(c, abs=1e-12)
 
 
 @pytest.fixture(scope="module")
 def dci_data():
-    rng = np.random.default_rng(1)
-    train, test = _factors(rng, 400, (3, 4)), _factors(rng, 200, (3, 4))
-    return rng, train, test
+  rng = np.random.default_rng(1)
+  train, test = _factors(rng, 400, (3, 4)), _factors(rng, 200, (3, 4))
+  return rng, train, test
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_dci_known_answers(dci_data, mode):
-    rng, f_train, f_test = dci_data
-    perfect = dict(
-        zip(("train", "test"), (_perfect(f, rng) for f in (f_train, f_test)), strict=True)
-    )
-    scores = metrics.dci(perfect["train"], f_train, perfect["test"], f_test, mode=mode)
-    assert scores["disentanglement"] > 0.9 and scores["completeness"] > 0.9
-    assert scores["informativeness_test"] == pytest.approx(1.0)
-    permuted = metrics.dci(
-        perfect["train"][:, ::-1], f_train, perfect["test"][:, ::-1], f_test, mode=mode
-    )
-    for key, value in scores.items():
-        assert permuted[key] == pytest.approx(value, abs=0.02), key
+  rng, f_train, f_test = dci_data
+  perfect = dict(zip(("train", "test"), (_perfect(f, rng) for f in (f_train, f_test)), strict=True))
+  scores = metrics.dci(perfect["train"], f_train, perfect["test"], f_test, mode=mode)
+  assert scores["disentanglement"] > 0.9 and scores["completeness"] > 0.9
+  assert scores["informativeness_test"] == pytest.approx(1.0)
+  permuted = metrics.dci(
+    perfect["train"][:, ::-1], f_train, perfect["test"][:, ::-1], f_test, mode=mode
+  )
+  for key, value in scores.items():
+    assert permuted[key] == pytest.approx(value, abs=0.02), key
 
-    def mix(c):  # invertible rotation of the two codes: both factors stay predictable
-        return np.stack([c[:, 0] + c[:, 1], c[:, 0] - c[:, 1]], axis=1)
+  def mix(c):  # invertible rotation of the two codes: both factors stay predictable
+    return np.stack([c[:, 0] + c[:, 1], c[:, 0] - c[:, 1]], axis=1)
 
-    mixed = metrics.dci(mix(perfect["train"]), f_train, mix(perfect["test"]), f_test, mode=mode)
-    assert mixed["disentanglement"] < scores["disentanglement"] - 0.3
-    assert mixed["informativeness_test"] > 0.97
-    noise = metrics.dci(
-        rng.standard_normal((400, 2)), f_train, rng.standard_normal((200, 2)), f_test, mode=mode
-    )
-    assert noise["disentanglement"] < 0.1 and noise["informativeness_test"] < 0.5
+  mixed = metrics.dci(mix(perfect["train"]), f_train, mix(perfect["test"]), f_test, mode=mode)
+  assert mixed["disentanglement"] < scores["disentanglement"] - 0.3
+  assert mixed["informativeness_test"] > 0.97
+  noise = metrics.dci(
+    rng.standard_normal((400, 2)), f_train, rng.standard_normal((200, 2)), f_test, mode=mode
+  )
+  assert noise["disentanglement"] < 0.1 and noise["informativeness_test"] < 0.5
 
 
 def test_dci_exact_is_seeded(dci_data):
-    rng, f_train, f_test = dci_data
-    train, test = f_train + rng.normal(0, 0.8, f_train.shape), f_test + 0.0
-    first = metrics.dci(train, f_train, test, f_test, random_state=3)
-    assert metrics.dci(train, f_train, test, f_test, random_state=3) == first
+  rng, f_train, f_test = dci_data
+  train, test = f_train + rng.normal(0, 0.8, f_train.shape), f_test + 0.0
+  first = metrics.dci(train, f_train, test, f_test, random_state=3)
+  assert metrics.dci(train, f_train, test, f_test, random_state=3) == first
 
 
 def test_dci_fast_close_to_exact(rng):
-    """Stated tolerance of the fast DCI: 0.02 on D and C, 0.01 on informativeness.
+  """Stated tolerance of the fast DCI: 0.02 on D and C, 0.01 on informativeness.
 
-    With 600 points every split candidate fits the bins, so the trees differ from sklearn's
-    only in float32 rounding and the random choice among equal-gain splits; the benchmark's
-    10,000 codes (quantile candidates) measured 0.006 at most.
-    """
-    f_train, f_test = _factors(rng, 600, (3, 4)), _factors(rng, 300, (3, 4))
+  With 600 points every split candidate fits the bins, so the trees differ from sklearn's
+  only in float32 rounding and the random choice among equal-gain splits; the benchmark's
+  10,000 codes (quantile candidates) measured 0.006 at most.
+  """
+  f_train, f_test = _factors(rng, 600, (3, 4)), _factors(rng, 300, (3, 4))
 
-    def code(f):
-        c = f + rng.normal(0, 0.4, f.shape)
-        return np.concatenate([c, c[:, :1] + c[:, 1:], rng.standard_normal((len(f), 1))], 1)
+  def code(f):
+    c = f + rng.normal(0, 0.4, f.shape)
+    return np.concatenate([c, c[:, :1] + c[:, 1:], rng.standard_normal((len(f), 1))], 1)
 
-    train, test = code(f_train), code(f_test)
-    exact = metrics.dci(train, f_train, test, f_test, mode="exact")
-    fast = metrics.dci(train, f_train, test, f_test, mode="fast")
-    for key in ("disentanglement", "completeness"):
-        assert fast[key] == pytest.approx(exact[key], abs=0.02), key
-    for key in ("informativeness_train", "informativeness_test"):
-        assert fast[key] == pytest.approx(exact[key], abs=0.01), key
+  train, test = code(f_train), code(f_test)
+  exact = metrics.dci(train, f_train, test, f_test, mode="exact")
+  fast = metrics.dci(train, f_train, test, f_test, mode="fast")
+  for key in ("disentanglement", "completeness"):
+    assert fast[key] == pytest.approx(exact[key], abs=0.02), key
+  for key in ("informativeness_train", "informativeness_test"):
+    assert fast[key] == pytest.approx(exact[key], abs=0.01), key
 
 
 def test_dci_fast_quantile_bins_close_to_exact(rng):
-    """Over 2033 distinct values: 254 quantile candidates per dim, same tolerances."""
-    f_train, f_test = _factors(rng, 2500, (2, 3)), _factors(rng, 800, (2, 3))
+  """Over 2033 distinct values: 254 quantile candidates per dim, same tolerances."""
+  f_train, f_test = _factors(rng, 2500, (2, 3)), _factors(rng, 800, (2, 3))
 
-    def code(f):
-        c = f + rng.normal(0, 0.3, f.shape)
-        return np.concatenate([c, rng.standard_normal((len(f), 1))], 1)
+  def code(f):
+    c = f + rng.normal(0, 0.3, f.shape)
+    return np.concatenate([c, rng.standard_normal((len(f), 1))], 1)
 
-    train, test = code(f_train), code(f_test)
-    exact = metrics.dci(train, f_train, test, f_test, mode="exact")
-    fast = metrics.dci(train, f_train, test, f_test, mode="fast")
-    for key in ("disentanglement", "completeness"):
-        assert fast[key] == pytest.approx(exact[key], abs=0.02), key
-    for key in ("informativeness_train", "informativeness_test"):
-        assert fast[key] == pytest.approx(exact[key], abs=0.01), key
+  train, test = code(f_train), code(f_test)
+  exact = metrics.dci(train, f_train, test, f_test, mode="exact")
+  fast = metrics.dci(train, f_train, test, f_test, mode="fast")
+  for key in ("disentanglement", "completeness"):
+    assert fast[key] == pytest.approx(exact[key], abs=0.02), key
+  for key in ("informativeness_train", "informativeness_test"):
+    assert fast[key] == pytest.approx(exact[key], abs=0.01), key
 
 
 def test_svc_solver_matches_liblinear(rng):
-    factors = _factors(rng, 500, (4, 2))
-    codes = factors + rng.normal(0, 0.7, factors.shape)
-    labels, num_classes = linear.encode_labels(factors)
-    w, b = linear.fit_linear_svc_1d(codes, labels, num_classes)
-    for d, k in itertools.product(range(2), range(2)):
-        model = LinearSVC(C=0.01, class_weight="balanced").fit(codes[:, d : d + 1], factors[:, k])
-        cols = [1] if num_classes[k] == 2 else list(range(num_classes[k]))
-        np.testing.assert_allclose(np.asarray(w[k, d, cols]), model.coef_[:, 0], atol=2e-3)
-        np.testing.assert_allclose(np.asarray(b[k, d, cols]), model.intercept_, atol=2e-3)
+  factors = _factors(rng, 500, (4, 2))
+  codes = factors + rng.normal(0, 0.7, factors.shape)
+  labels, num_classes = linear.encode_labels(factors)
+  w, b = linear.fit_linear_svc_1d(codes, labels, num_classes)
+  for d, k in itertools.product(range(2), range(2)):
+    model = LinearSVC(C=0.01, class_weight="balanced").fit(codes[:, d : d + 1], factors[:, k])
+    cols = [1] if num_classes[k] == 2 else list(range(num_classes[k]))
+    np.testing.assert_allclose(np.asarray(w[k, d, cols]), model.coef_[:, 0], atol=2e-3)
+    np.testing.assert_allclose(np.asarray(b[k, d, cols]), model.intercept_, atol=2e-3)
 
 
 def test_svc_accuracy_envelope_matches_argmax(rng):
-    x = rng.standard_normal((300, 3))
-    labels = np.stack([rng.integers(0, 5, 300), rng.integers(0, 2, 300)], axis=1)
-    num_classes = np.array([5, 2])
-    w, b = rng.standard_normal((2, 3, 5)), rng.standard_normal((2, 3, 5))
-    w[0, 1, :] = w[0, 1, 0]  # parallel lines: no crossings on dim 1
-    accuracy = linear.linear_svc_1d_accuracy(w, b, x, labels, num_classes)
-    for d in range(3):
-        multi = np.argmax(x[:, d : d + 1] * w[0, d] + b[0, d], axis=1)
-        binary = x[:, d] * w[1, d, 1] + b[1, d, 1] > 0
-        assert accuracy[d, 0] == pytest.approx(np.mean(multi == labels[:, 0]))
-        assert accuracy[d, 1] == pytest.approx(np.mean(binary == labels[:, 1]))
+  x = rng.standard_normal((300, 3))
+  labels = np.stack([rng.integers(0, 5, 300), rng.integers(0, 2, 300)], axis=1)
+  num_classes = np.array([5, 2])
+  w, b = rng.standard_normal((2, 3, 5)), rng.standard_normal((2, 3, 5))
+  w[0, 1, :] = w[0, 1, 0]  # parallel lines: no crossings on dim 1
+  accuracy = linear.linear_svc_1d_accuracy(w, b, x, labels, num_classes)
+  for d in range(3):
+    multi = np.argmax(x[:, d : d + 1] * w[0, d] + b[0, d], axis=1)
+    binary = x[:, d] * w[1, d, 1] + b[1, d, 1] > 0
+    assert accuracy[d, 0] == pytest.approx(np.mean(multi == labels[:, 0]))
+    assert accuracy[d, 1] == pytest.approx(np.mean(binary == labels[:, 1]))
 
 
 def test_logistic_solver_matches_sklearn(rng):
-    factors = _factors(rng, 500, (4, 2))
-    codes = (factors + rng.normal(0, 0.7, factors.shape)).astype(np.float32)
-    labels, num_classes = linear.encode_labels(factors)
-    weights, bias = linear.fit_logistic_regression(codes, labels, num_classes)
-    proba = linear.logistic_predict_proba(weights, bias, codes, num_classes)
-    for k in range(2):
-        expected = LogisticRegression().fit(codes, factors[:, k]).predict_proba(codes)
-        np.testing.assert_allclose(proba[k], expected, atol=2e-3)
+  factors = _factors(rng, 500, (4, 2))
+  codes = (factors + rng.normal(0, 0.7, factors.shape)).astype(np.float32)
+  labels, num_classes = linear.encode_labels(factors)
+  weights, bias = linear.fit_logistic_regression(codes, labels, num_classes)
+  proba = linear.logistic_predict_proba(weights, bias, codes, num_classes)
+  for k in range(2):
+    expected = LogisticRegression().fit(codes, factors[:, k]).predict_proba(codes)
+    np.testing.assert_allclose(proba[k], expected, atol=2e-3)
 
 
 def test_sap_known_answers_and_fast(rng):
-    f_train, f_test = _factors(rng, 800), _factors(rng, 400)
-    train, test = _perfect(f_train, rng), _perfect(f_test, rng)
-    exact = metrics.sap_score_matrix(train, f_train, test, f_test)
-    fast = metrics.sap_score_matrix(train, f_train, test, f_test, mode="fast")
-    np.testing.assert_allclose(fast, exact, atol=0.003)  # stated tolerance: one test point
-    sap = metrics.sap(train, f_train, test, f_test)["SAP_score"]
-    # A 1-D linear one-vs-rest SVC cannot isolate middle values: even a perfect code scores ~0.3.
-    assert sap > 0.25
-    assert sap == pytest.approx(np.mean(np.sort(exact, 0)[-1] - np.sort(exact, 0)[-2]))
-    permuted = metrics.sap(train[:, [1, 2, 0]], f_train, test[:, [1, 2, 0]], f_test)
-    assert permuted["SAP_score"] == pytest.approx(sap)
-    noise = metrics.sap(rng.standard_normal((800, 3)), f_train, test, f_test, mode="fast")
-    assert abs(noise["SAP_score"]) < 0.1
+  f_train, f_test = _factors(rng, 800), _factors(rng, 400)
+  train, test = _perfect(f_train, rng), _perfect(f_test, rng)
+  exact = metrics.sap_score_matrix(train, f_train, test, f_test)
+  fast = metrics.sap_score_matrix(train, f_train, test, f_test, mode="fast")
+  np.testing.assert_allclose(fast, exact, atol=0.003)  # stated tolerance: one test point
+  sap = metrics.sap(train, f_train, test, f_test)["SAP_score"]
+  # A 1-D linear one-vs-rest SVC cannot isolate middle values: even a perfect code scores ~0.3.
+  assert sap > 0.25
+  assert sap == pytest.approx(np.mean(np.sort(exact, 0)[-1] - np.sort(exact, 0)[-2]))
+  permuted = metrics.sap(train[:, [1, 2, 0]], f_train, test[:, [1, 2, 0]], f_test)
+  assert permuted["SAP_score"] == pytest.approx(sap)
+  noise = metrics.sap(rng.standard_normal((800, 3)), f_train, test, f_test, mode="fast")
+  assert abs(noise["SAP_score"]) < 0.1
 
 
 def test_sap_continuous_is_squared_correlation(rng):
-    factors = _factors(rng, 300).astype(float)
-    codes = factors @ rng.standard_normal((3, 3)) + rng.standard_normal((300, 3))
-    expected = [[np.corrcoef(c, f)[0, 1] ** 2 for f in factors.T] for c in codes.T]
-    matrix = metrics.sap_score_matrix(codes, factors, codes, factors, continuous_factors=True)
-    np.testing.assert_allclose(matrix, expected, atol=1e-12)
+  factors = _factors(rng, 300).astype(float)
+  codes = factors @ rng.standard_normal((3, 3)) + rng.standard_normal((300, 3))
+  expected = [[np.corrcoef(c, f)[0, 1] ** 2 for f in factors.T] for c in codes.T]
+  matrix = metrics.sap_score_matrix(codes, factors, codes, factors, continuous_factors=True)
+  np.testing.assert_allclose(matrix, expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_modularity_explicitness_known_answers(rng, mode):
-    f_train, f_test = _factors(rng, 1000), _factors(rng, 500)
-    train, test = _perfect(f_train, rng), _perfect(f_test, rng)
-    scores = metrics.modularity_explicitness(train, f_train, test, f_test, mode=mode)
-    assert scores["modularity_score"] > 0.95
-    assert scores["explicitness_score_test"] > 0.95
-    noise = metrics.modularity_explicitness(
-        rng.standard_normal((1000, 3)), f_train, rng.standard_normal((500, 3)), f_test, mode=mode
-    )
-    assert abs(noise["explicitness_score_test"] - 0.5) < 0.05
-    assert noise["modularity_score"] < scores["modularity_score"]
+  f_train, f_test = _factors(rng, 1000), _factors(rng, 500)
+  train, test = _perfect(f_train, rng), _perfect(f_test, rng)
+  scores = metrics.modularity_explicitness(train, f_train, test, f_test, mode=mode)
+  assert scores["modularity_score"] > 0.95
+  assert scores["explicitness_score_test"] > 0.95
+  noise = metrics.modularity_explicitness(
+    rng.standard_normal((1000, 3)), f_train, rng.standard_normal((500, 3)), f_test, mode=mode
+  )
+  assert abs(noise["explicitness_score_test"] - 0.5) < 0.05
+  assert noise["modularity_score"] < scores["modularity_score"]
 
 
 def test_modularity_explicitness_fast_close_to_exact(rng):
-    f_train, f_test = _factors(rng, 1000), _factors(rng, 500)
-    train = f_train + rng.normal(0, 1.0, f_train.shape)
-    test = f_test + rng.normal(0, 1.0, f_test.shape)
-    exact = metrics.modularity_explicitness(train, f_train, test, f_test)
-    fast = metrics.modularity_explicitness(train, f_train, test, f_test, mode="fast")
-    assert fast["modularity_score"] == pytest.approx(exact["modularity_score"], abs=1e-9)
-    for key in ("explicitness_score_train", "explicitness_score_test"):
-        assert fast[key] == pytest.approx(exact[key], abs=1e-3)
+  f_train, f_test = _factors(rng, 1000), _factors(rng, 500)
+  train = f_train + rng.normal(0, 1.0, f_train.shape)
+  test = f_test + rng.normal(0, 1.0, f_test.shape)
+  exact = metrics.modularity_explicitness(train, f_train, test, f_test)
+  fast = metrics.modularity_explicitness(train, f_train, test, f_test, mode="fast")
+  assert fast["modularity_score"] == pytest.approx(exact["modularity_score"], abs=1e-9)
+  for key in ("explicitness_score_train", "explicitness_score_test"):
+    assert fast[key] == pytest.approx(exact[key], abs=1e-3)
 
 
 def test_bad_mode_raises(rng):
-    with pytest.raises(ValueError, match="mode"):
-        metrics.mig(rng.standard_normal((10, 2)), _factors(rng, 10), mode="approx")
+  with pytest.raises(ValueError, match="mode"):
+    metrics.mig(rng.standard_normal((10, 2)), _factors(rng, 10), mode="approx")

@@ -22,15 +22,15 @@ def _config(arch: str = "conv", **overrides) -> ml_collections.ConfigDict:
 
 def _abstract_vae(cfg: ml_collections.ConfigDict, image_shape, *, decoder: bool = True):
   return nnx.eval_shape(
-      lambda: models.make_vae(cfg, image_shape, decoder=decoder, rngs=nnx.Rngs(0)))
+    lambda: models.make_vae(cfg, image_shape, decoder=decoder, rngs=nnx.Rngs(0))
+  )
 
 
 def _materialize(abstract: nnx.Module, seed: int = 0) -> nnx.Module:
   """Fills an abstract module's parameters with numpy normals (no per-shape init compiles)."""
   rng = np.random.default_rng(seed)
   graphdef, state = nnx.split(abstract)
-  state = jax.tree.map(
-      lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), state)
+  state = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), state)
   return nnx.merge(graphdef, state)
 
 
@@ -56,7 +56,8 @@ def test_conv_vae_shapes(image_shape):
     return mu, logvar, model.decode(mu)
 
   mu, logvar, logits = jax.eval_shape(
-      forward, state, jax.ShapeDtypeStruct((2, *image_shape), jnp.uint8))
+    forward, state, jax.ShapeDtypeStruct((2, *image_shape), jnp.uint8)
+  )
   assert mu.shape == logvar.shape == (2, 10)
   assert logits.shape == (2, *image_shape)
   assert logits.dtype == jnp.float32
@@ -64,11 +65,22 @@ def test_conv_vae_shapes(image_shape):
 
 def test_conv_parameter_count_matches_disentanglement_lib_64x64x3():
   model = _abstract_vae(_config(), (64, 64, 3))
-  encoder = (_conv_params(4, 3, 32) + _conv_params(4, 32, 32) + _conv_params(2, 32, 64)
-             + _conv_params(2, 64, 64) + _dense_params(4 * 4 * 64, 256)
-             + 2 * _dense_params(256, 10))
-  decoder = (_dense_params(10, 256) + _dense_params(256, 1024) + _conv_params(4, 64, 64)
-             + _conv_params(4, 64, 32) + _conv_params(4, 32, 32) + _conv_params(4, 32, 3))
+  encoder = (
+    _conv_params(4, 3, 32)
+    + _conv_params(4, 32, 32)
+    + _conv_params(2, 32, 64)
+    + _conv_params(2, 64, 64)
+    + _dense_params(4 * 4 * 64, 256)
+    + 2 * _dense_params(256, 10)
+  )
+  decoder = (
+    _dense_params(10, 256)
+    + _dense_params(256, 1024)
+    + _conv_params(4, 64, 64)
+    + _conv_params(4, 64, 32)
+    + _conv_params(4, 32, 32)
+    + _conv_params(4, 32, 3)
+  )
   assert _num_params(model.encoder) == encoder
   assert _num_params(model.decoder) == decoder
   # The 32x32 decoder starts at 2x2x64 (FC 256 instead of FC 1024).
@@ -134,10 +146,12 @@ def test_discriminator_structure():
 
 def test_discriminator_uses_leaky_relu():
   # A critic whose weights are all ones on 1 layer: out = sum(leaky(z * 1)) per logit.
-  abstract = nnx.eval_shape(lambda: models.Discriminator(1, hidden=1, num_layers=1,
-                                                          rngs=nnx.Rngs(0)))
+  abstract = nnx.eval_shape(
+    lambda: models.Discriminator(1, hidden=1, num_layers=1, rngs=nnx.Rngs(0))
+  )
   graphdef, state = nnx.split(abstract)
   disc = nnx.merge(graphdef, jax.tree.map(lambda s: np.ones(s.shape, np.float32), state))
   # out = leaky(z + 1) + 1 per logit.
-  np.testing.assert_allclose(disc(np.array([[-3.0], [2.0]], np.float32)),
-                             [[0.6, 0.6], [4.0, 4.0]], rtol=1e-6)
+  np.testing.assert_allclose(
+    disc(np.array([[-3.0], [2.0]], np.float32)), [[0.6, 0.6], [4.0, 4.0]], rtol=1e-6
+  )

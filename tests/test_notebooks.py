@@ -49,8 +49,9 @@ def _execute(name, overrides, tmp_path):
   notebook = _read(name)
   cell = _parameter_cell(notebook)
   cell.source += "\n# test overrides\n" + "\n".join(overrides)
-  client = NotebookClient(notebook, timeout=600, kernel_name="python3",
-                          resources={"metadata": {"path": ROOT}})
+  client = NotebookClient(
+    notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}
+  )
   env = {"JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
   old = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
@@ -66,20 +67,24 @@ def _execute(name, overrides, tmp_path):
 
 
 def _outputs_text(notebook):
-  return "\n".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
-                   for o in c.get("outputs", []))
+  return "\n".join(
+    o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+  )
 
 
 @pytest.mark.slow
 def test_quickstart_runs_at_tiny_settings(tmp_path):
   workdir = tmp_path / "run"
-  notebook = _execute("quickstart.ipynb", [
-      "NUM_STEPS = 6", "IMAGE_SIZE = 16", "EVAL_POINTS = 200", f"WORKDIR = {str(workdir)!r}"],
-      tmp_path)
+  notebook = _execute(
+    "quickstart.ipynb",
+    ["NUM_STEPS = 6", "IMAGE_SIZE = 16", "EVAL_POINTS = 200", f"WORKDIR = {str(workdir)!r}"],
+    tmp_path,
+  )
   assert (workdir / "metrics.json").exists()
   assert "disentanglement" in _outputs_text(notebook)
-  images = [o for c in notebook.cells for o in c.get("outputs", [])
-            if "image/png" in o.get("data", {})]
+  images = [
+    o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+  ]
   assert len(images) >= 2  # training curves and the traversal
 
 
@@ -96,4 +101,5 @@ def test_kernel_is_this_python():
   spec = KernelSpecManager().get_kernel_spec("python3")
   # nbclient must start a kernel that can import gmg_jax, i.e. this environment's python.
   assert spec.argv[0] in (sys.executable, "python", "python3") or os.path.samefile(
-      spec.argv[0], sys.executable)
+    spec.argv[0], sys.executable
+  )

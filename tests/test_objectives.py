@@ -45,8 +45,7 @@ def _posterior(rng, batch=5, dim=LATENT):
 def test_gaussian_log_density_matches_scipy(rng):
   x, mean, logvar = rng.normal(size=(3, 4, 2))
   expected = stats.norm.logpdf(x, mean, np.exp(0.5 * logvar))
-  np.testing.assert_allclose(objectives.gaussian_log_density(x, mean, logvar), expected,
-                             rtol=1e-5)
+  np.testing.assert_allclose(objectives.gaussian_log_density(x, mean, logvar), expected, rtol=1e-5)
 
 
 def test_gaussian_kl_matches_numerical_integration(rng):
@@ -55,7 +54,8 @@ def test_gaussian_kl_matches_numerical_integration(rng):
   for b, d in itertools.product(range(2), range(3)):
     q = stats.norm(mu[b, d], math.exp(0.5 * logvar[b, d]))
     per_sample[b] += integrate.quad(
-        lambda t, q=q: q.pdf(t) * (q.logpdf(t) - stats.norm.logpdf(t)), -20, 20, limit=200)[0]
+      lambda t, q=q: q.pdf(t) * (q.logpdf(t) - stats.norm.logpdf(t)), -20, 20, limit=200
+    )[0]
   np.testing.assert_allclose(objectives.gaussian_kl(mu, logvar), per_sample.mean(), rtol=1e-4)
 
 
@@ -64,12 +64,14 @@ def test_bernoulli_reconstruction_matches_cross_entropy(rng):
   targets = rng.uniform(size=(2, 4, 4, 1))
   p = 1.0 / (1.0 + np.exp(-logits))
   expected = -np.sum(targets * np.log(p) + (1 - targets) * np.log(1 - p), axis=(1, 2, 3)).mean()
-  np.testing.assert_allclose(objectives.bernoulli_reconstruction(logits, targets), expected,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    objectives.bernoulli_reconstruction(logits, targets), expected, rtol=1e-5
+  )
   # Saturated logits stay finite in float32 (the naive log(sigmoid) would give inf).
   extreme = jnp.array([[200.0, -200.0]], jnp.float32)
   np.testing.assert_allclose(
-      objectives.bernoulli_reconstruction(extreme, jnp.array([[0.0, 1.0]])), 400.0, rtol=1e-6)
+    objectives.bernoulli_reconstruction(extreme, jnp.array([[0.0, 1.0]])), 400.0, rtol=1e-6
+  )
 
 
 def test_total_correlation_matches_loops(rng):
@@ -77,13 +79,14 @@ def test_total_correlation_matches_loops(rng):
   batch, dim = z.shape
   expected = 0.0
   for j in range(batch):
-    log_joint = [sum(_log_normal(z[j, d], mu[i, d], logvar[i, d]) for d in range(dim))
-                 for i in range(batch)]
+    log_joint = [
+      sum(_log_normal(z[j, d], mu[i, d], logvar[i, d]) for d in range(dim)) for i in range(batch)
+    ]
     log_qz = math.log(sum(math.exp(v) for v in log_joint))
     log_prod = sum(
-        math.log(sum(math.exp(_log_normal(z[j, d], mu[i, d], logvar[i, d]))
-                     for i in range(batch)))
-        for d in range(dim))
+      math.log(sum(math.exp(_log_normal(z[j, d], mu[i, d], logvar[i, d])) for i in range(batch)))
+      for d in range(dim)
+    )
     expected += (log_qz - log_prod) / batch
   np.testing.assert_allclose(objectives.total_correlation(z, mu, logvar), expected, rtol=1e-5)
 
@@ -92,15 +95,17 @@ def _reference_weights(batch, n):
   """Chen et al.'s layout written out: column 0 -> 1/N, column 1 -> strat, W[B-2, 0] -> strat."""
   m = batch - 1
   strat = (n - m) / (n * m)
-  weights = [[1 / n if i == 0 else strat if i == 1 else 1 / m for i in range(batch)]
-             for _ in range(batch)]
+  weights = [
+    [1 / n if i == 0 else strat if i == 1 else 1 / m for i in range(batch)] for _ in range(batch)
+  ]
   weights[m - 1][0] = strat
   return weights
 
 
 def test_log_importance_weights_layout():
-  np.testing.assert_allclose(np.exp(objectives.log_importance_weights(5, 1000)),
-                             _reference_weights(5, 1000))
+  np.testing.assert_allclose(
+    np.exp(objectives.log_importance_weights(5, 1000)), _reference_weights(5, 1000)
+  )
   with pytest.raises(ValueError, match="at least 2"):
     objectives.log_importance_weights(1, 1000)
 
@@ -111,35 +116,46 @@ def test_tcvae_decomposition_matches_loops(rng):
   weights = _reference_weights(batch, n)
   mi = tc = dim_kl = 0.0
   for j in range(batch):
-    q = [[math.exp(_log_normal(z[j, d], mu[i, d], logvar[i, d])) for d in range(dim)]
-         for i in range(batch)]
+    q = [
+      [math.exp(_log_normal(z[j, d], mu[i, d], logvar[i, d])) for d in range(dim)]
+      for i in range(batch)
+    ]
     log_qz = math.log(sum(weights[j][i] * math.prod(q[i]) for i in range(batch)))
-    log_prod = sum(math.log(sum(weights[j][i] * q[i][d] for i in range(batch)))
-                   for d in range(dim))
+    log_prod = sum(math.log(sum(weights[j][i] * q[i][d] for i in range(batch))) for d in range(dim))
     log_qzx = math.log(math.prod(q[j]))
     log_pz = sum(_log_normal(z[j, d], 0.0, 0.0) for d in range(dim))
     mi += (log_qzx - log_qz) / batch
     tc += (log_qz - log_prod) / batch
     dim_kl += (log_prod - log_pz) / batch
   terms = objectives.tcvae_decomposition(z, mu, logvar, n)
-  np.testing.assert_allclose([terms["mi"], terms["tc"], terms["dim_kl"]], [mi, tc, dim_kl],
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    [terms["mi"], terms["tc"], terms["dim_kl"]], [mi, tc, dim_kl], rtol=1e-4, atol=1e-5
+  )
 
 
 def test_dip_vae_penalty_matches_loops(rng):
   _, mu, logvar = _posterior(rng, batch=6, dim=3)
   batch, dim = mu.shape
   mean = [sum(mu[b, i] for b in range(batch)) / batch for i in range(dim)]
-  cov = [[sum((mu[b, i] - mean[i]) * (mu[b, j] - mean[j]) for b in range(batch)) / batch
-          for j in range(dim)] for i in range(dim)]
-  for kind, extra in (("i", [0.0] * dim),
-                      ("ii", [sum(math.exp(logvar[b, i]) for b in range(batch)) / batch
-                              for i in range(dim)])):
+  cov = [
+    [
+      sum((mu[b, i] - mean[i]) * (mu[b, j] - mean[j]) for b in range(batch)) / batch
+      for j in range(dim)
+    ]
+    for i in range(dim)
+  ]
+  for kind, extra in (
+    ("i", [0.0] * dim),
+    ("ii", [sum(math.exp(logvar[b, i]) for b in range(batch)) / batch for i in range(dim)]),
+  ):
     expected = sum(
-        2.0 * (cov[i][j] ** 2) if i != j else 5.0 * (cov[i][i] + extra[i] - 1.0) ** 2
-        for i in range(dim) for j in range(dim))
-    np.testing.assert_allclose(objectives.dip_vae_penalty(mu, logvar, 2.0, 5.0, kind), expected,
-                               rtol=1e-5)
+      2.0 * (cov[i][j] ** 2) if i != j else 5.0 * (cov[i][i] + extra[i] - 1.0) ** 2
+      for i in range(dim)
+      for j in range(dim)
+    )
+    np.testing.assert_allclose(
+      objectives.dip_vae_penalty(mu, logvar, 2.0, 5.0, kind), expected, rtol=1e-5
+    )
   with pytest.raises(ValueError, match="dip_type"):
     objectives.dip_vae_penalty(mu, logvar, 1.0, 1.0, "iii")
 
@@ -148,7 +164,8 @@ def test_annealed_capacity_schedule():
   values = [objectives.annealed_capacity(s, 25.0, 1000) for s in (0, 100, 500, 1000, 5000)]
   np.testing.assert_allclose(values, [0.0, 2.5, 12.5, 25.0, 25.0], rtol=1e-6)
   assert jax.jit(objectives.annealed_capacity, static_argnums=(1, 2))(
-      jnp.int32(250), 25.0, 1000) == pytest.approx(6.25)
+    jnp.int32(250), 25.0, 1000
+  ) == pytest.approx(6.25)
 
 
 def _hfs_brute_force(mu, pairs):
@@ -156,8 +173,7 @@ def _hfs_brute_force(mu, pairs):
   for a, b in pairs:
     worst = 0.0
     for i, j in itertools.product(range(len(mu)), repeat=2):
-      nearest = min((mu[i, a] - mu[k, a]) ** 2 + (mu[j, b] - mu[k, b]) ** 2
-                    for k in range(len(mu)))
+      nearest = min((mu[i, a] - mu[k, a]) ** 2 + (mu[j, b] - mu[k, b]) ** 2 for k in range(len(mu)))
       worst = max(worst, nearest)
     total += worst
   return total
@@ -166,14 +182,16 @@ def _hfs_brute_force(mu, pairs):
 def test_hfs_matches_brute_force_on_all_and_sampled_pairs(rng):
   mu = rng.normal(size=(5, 4))
   all_pairs = list(itertools.combinations(range(4), 2))
-  np.testing.assert_allclose(objectives.hfs(mu, jax.random.key(0), num_pairs=100),
-                             _hfs_brute_force(mu, all_pairs), rtol=1e-5)
+  np.testing.assert_allclose(
+    objectives.hfs(mu, jax.random.key(0), num_pairs=100), _hfs_brute_force(mu, all_pairs), rtol=1e-5
+  )
   key = jax.random.key(3)
   pairs = np.asarray(objectives.latent_pairs(key, 4, 3))
   assert pairs.shape == (3, 2) and np.all(pairs[:, 0] < pairs[:, 1])
   assert len({tuple(p) for p in pairs}) == 3
-  np.testing.assert_allclose(objectives.hfs(mu, key, num_pairs=3),
-                             _hfs_brute_force(mu, pairs.tolist()), rtol=1e-5)
+  np.testing.assert_allclose(
+    objectives.hfs(mu, key, num_pairs=3), _hfs_brute_force(mu, pairs.tolist()), rtol=1e-5
+  )
 
 
 def test_hfs_closed_form_cases():
@@ -190,10 +208,18 @@ def test_gradients_match_finite_differences(rng):
   z, mu, logvar = _posterior(rng, batch=4, dim=3)
   with jax.enable_x64(True):
     key = jax.random.key(0)
-    check_grads(jax.jit(lambda m: objectives.hfs(m, key, num_pairs=2)), (jnp.asarray(mu),),
-                order=1, modes=["rev"])
-    check_grads(jax.jit(lambda z, m, lv: objectives.tcvae_decomposition(z, m, lv, 100)["tc"]),
-                (jnp.asarray(z), jnp.asarray(mu), jnp.asarray(logvar)), order=1, modes=["rev"])
+    check_grads(
+      jax.jit(lambda m: objectives.hfs(m, key, num_pairs=2)),
+      (jnp.asarray(mu),),
+      order=1,
+      modes=["rev"],
+    )
+    check_grads(
+      jax.jit(lambda z, m, lv: objectives.tcvae_decomposition(z, m, lv, 100)["tc"]),
+      (jnp.asarray(z), jnp.asarray(mu), jnp.asarray(logvar)),
+      order=1,
+      modes=["rev"],
+    )
 
 
 def _reg_ot_cost(x, y, epsilon, iterations=2000):
@@ -212,8 +238,11 @@ def test_sinkhorn_prior_matching_matches_reference(rng):
   key = jax.random.key(4)
   noise = np.asarray(jax.random.normal(key, z.shape, jnp.float32), np.float64)
   z64 = z.astype(np.float64)
-  expected = (_reg_ot_cost(z64, noise, 1.0) - 0.5 * _reg_ot_cost(z64, z64, 1.0)
-              - 0.5 * _reg_ot_cost(noise, noise, 1.0))
+  expected = (
+    _reg_ot_cost(z64, noise, 1.0)
+    - 0.5 * _reg_ot_cost(z64, z64, 1.0)
+    - 0.5 * _reg_ot_cost(noise, noise, 1.0)
+  )
   divergence = jax.jit(lambda z: objectives.sinkhorn_prior_matching(z, key, epsilon=1.0))
   value = divergence(jnp.asarray(z))
   np.testing.assert_allclose(value, expected, rtol=2e-2)
@@ -225,15 +254,15 @@ def test_permute_dims_shuffles_each_column_independently(rng):
   z = rng.normal(size=(16, 6)).astype(np.float32)
   shuffled = np.asarray(objectives.permute_dims(jnp.asarray(z), jax.random.key(0)))
   np.testing.assert_array_equal(np.sort(shuffled, axis=0), np.sort(z, axis=0))
-  perms = [tuple(np.argsort(np.argsort(shuffled[:, d]))[np.argsort(z[:, d])])
-           for d in range(6)]
+  perms = [tuple(np.argsort(np.argsort(shuffled[:, d]))[np.argsort(z[:, d])]) for d in range(6)]
   assert len(set(perms)) > 1
 
 
 def test_factor_vae_terms_match_formulas(rng):
   real, permuted = rng.normal(size=(2, 5, 2))
-  np.testing.assert_allclose(objectives.factor_vae_tc(real), np.mean(real[:, 0] - real[:, 1]),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    objectives.factor_vae_tc(real), np.mean(real[:, 0] - real[:, 1]), rtol=1e-6
+  )
   p_real = np.exp(real) / np.exp(real).sum(1, keepdims=True)
   p_perm = np.exp(permuted) / np.exp(permuted).sum(1, keepdims=True)
   expected = -(0.5 * np.log(p_real[:, 0]).mean() + 0.5 * np.log(p_perm[:, 1]).mean())
@@ -251,26 +280,36 @@ def _materialize(abstract: nnx.Module, seed: int) -> nnx.Module:
 
 
 def _model_config():
-  return ml_collections.ConfigDict(dict(arch="mlp", latent_dim=LATENT, mlp_hidden=(8,),
-                                        disc_hidden=8, disc_layers=2))
+  return ml_collections.ConfigDict(
+    dict(arch="mlp", latent_dim=LATENT, mlp_hidden=(8,), disc_hidden=8, disc_layers=2)
+  )
 
 
 @pytest.fixture
 def model():
-  return _materialize(nnx.eval_shape(lambda: models.make_vae(
-      _model_config(), IMAGE_SHAPE, decoder=True, rngs=nnx.Rngs(0))), seed=1)
+  return _materialize(
+    nnx.eval_shape(
+      lambda: models.make_vae(_model_config(), IMAGE_SHAPE, decoder=True, rngs=nnx.Rngs(0))
+    ),
+    seed=1,
+  )
 
 
 @pytest.fixture
 def encoder_only():
-  return _materialize(nnx.eval_shape(lambda: models.make_vae(
-      _model_config(), IMAGE_SHAPE, decoder=False, rngs=nnx.Rngs(0))), seed=1)
+  return _materialize(
+    nnx.eval_shape(
+      lambda: models.make_vae(_model_config(), IMAGE_SHAPE, decoder=False, rngs=nnx.Rngs(0))
+    ),
+    seed=1,
+  )
 
 
 @pytest.fixture
 def discriminator():
-  return _materialize(nnx.eval_shape(lambda: models.make_discriminator(
-      _model_config(), rngs=nnx.Rngs(0))), seed=2)
+  return _materialize(
+    nnx.eval_shape(lambda: models.make_discriminator(_model_config(), rngs=nnx.Rngs(0))), seed=2
+  )
 
 
 @pytest.fixture(scope="module")
@@ -279,8 +318,9 @@ def images():
 
 
 KEY = jax.random.key(7)
-NO_REGULARIZER = ml_collections.ConfigDict(dict(name="none", on="decoder", weight=0.0,
-                                                target="logits"))
+NO_REGULARIZER = ml_collections.ConfigDict(
+  dict(name="none", on="decoder", weight=0.0, target="logits")
+)
 
 
 def _objective(**overrides):
@@ -292,8 +332,10 @@ def _objective(**overrides):
 def _jit_loss(objective_config, regularizer_fn=None, regularizer_config=NO_REGULARIZER):
   @nnx.jit
   def loss(model, images, key, step, discriminator=None):
-    return objectives.vae_loss(model, images, key, step, objective_config, regularizer_fn,
-                               regularizer_config, discriminator)
+    return objectives.vae_loss(
+      model, images, key, step, objective_config, regularizer_fn, regularizer_config, discriminator
+    )
+
   return loss
 
 
@@ -315,8 +357,9 @@ def test_beta_vae_loss_is_reconstruction_plus_beta_kl(model, images):
   p = 1.0 / (1.0 + np.exp(-logits))
   rec = -np.sum(x * np.log(p) + (1 - x) * np.log(1 - p), axis=(1, 2, 3)).mean()
   kl = np.mean(0.5 * np.sum(mu**2 + np.exp(logvar) - logvar - 1, axis=1))
-  np.testing.assert_allclose([loss, aux["reconstruction"], aux["kl"]], [rec + 3 * kl, rec, kl],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    [loss, aux["reconstruction"], aux["kl"]], [rec + 3 * kl, rec, kl], rtol=1e-5
+  )
   np.testing.assert_allclose(aux["elbo"], -(rec + kl), rtol=1e-5)
   assert all(v.shape == () and v.dtype == jnp.float32 for v in aux.values())
 
@@ -340,38 +383,57 @@ def test_beta_tcvae_estimators(model, images):
   assert "mi" not in aux  # dlib form without HFS
   z, mu, logvar, _ = _reference_forward(model, images, KEY)
   np.testing.assert_allclose(aux["tc"], objectives.total_correlation(z, mu, logvar), rtol=1e-5)
-  np.testing.assert_allclose(aux["loss"], aux["reconstruction"] + aux["kl"] + 4.0 * aux["tc"],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    aux["loss"], aux["reconstruction"] + aux["kl"] + 4.0 * aux["tc"], rtol=1e-5
+  )
 
-  cfg = _objective(name="beta_tcvae", hfs_weight=2.0, hfs_pairs=100, tcvae_alpha=1.5,
-                   tcvae_beta=6.0, tcvae_gamma=0.5, dataset_size=100)
+  cfg = _objective(
+    name="beta_tcvae",
+    hfs_weight=2.0,
+    hfs_pairs=100,
+    tcvae_alpha=1.5,
+    tcvae_beta=6.0,
+    tcvae_gamma=0.5,
+    dataset_size=100,
+  )
   _, aux = _jit_loss(cfg)(model, images, KEY, 0)
   terms = objectives.tcvae_decomposition(z, mu, logvar, 100)
   for name in ("mi", "tc", "dim_kl"):
     np.testing.assert_allclose(aux[name], terms[name], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(aux["hfs"], objectives.hfs(mu, KEY, num_pairs=100), rtol=1e-5)
   np.testing.assert_allclose(
-      aux["loss"], aux["reconstruction"] + 1.5 * aux["mi"] + 6.0 * aux["tc"]
-      + 0.5 * aux["dim_kl"] + 2.0 * aux["hfs"], rtol=1e-5)
+    aux["loss"],
+    aux["reconstruction"]
+    + 1.5 * aux["mi"]
+    + 6.0 * aux["tc"]
+    + 0.5 * aux["dim_kl"]
+    + 2.0 * aux["hfs"],
+    rtol=1e-5,
+  )
 
 
 def test_dip_and_annealed_losses(model, images):
   z, mu, logvar, _ = _reference_forward(model, images, KEY)
-  _, aux = _jit_loss(_objective(name="dip_vae", dip_type="ii", lambda_od=2.0,
-                                lambda_d_factor=1.0))(model, images, KEY, 0)
-  np.testing.assert_allclose(aux["dip_penalty"],
-                             objectives.dip_vae_penalty(mu, logvar, 2.0, 2.0, "ii"), rtol=1e-5)
-  np.testing.assert_allclose(aux["loss"], aux["reconstruction"] + aux["kl"] + aux["dip_penalty"],
-                             rtol=1e-5)
+  _, aux = _jit_loss(_objective(name="dip_vae", dip_type="ii", lambda_od=2.0, lambda_d_factor=1.0))(
+    model, images, KEY, 0
+  )
+  np.testing.assert_allclose(
+    aux["dip_penalty"], objectives.dip_vae_penalty(mu, logvar, 2.0, 2.0, "ii"), rtol=1e-5
+  )
+  np.testing.assert_allclose(
+    aux["loss"], aux["reconstruction"] + aux["kl"] + aux["dip_penalty"], rtol=1e-5
+  )
 
-  loss_fn = _jit_loss(_objective(name="annealed_vae", c_max=10.0, iteration_threshold=100,
-                                 gamma_annealed=7.0))
+  loss_fn = _jit_loss(
+    _objective(name="annealed_vae", c_max=10.0, iteration_threshold=100, gamma_annealed=7.0)
+  )
   for step in (0, 50, 400):
     _, aux = loss_fn(model, images, KEY, jnp.int32(step))
     capacity = min(10.0, 10.0 * step / 100)
     np.testing.assert_allclose(aux["capacity"], capacity, rtol=1e-6)
     np.testing.assert_allclose(
-        aux["loss"], aux["reconstruction"] + 7.0 * abs(float(aux["kl"]) - capacity), rtol=1e-5)
+      aux["loss"], aux["reconstruction"] + 7.0 * abs(float(aux["kl"]) - capacity), rtol=1e-5
+    )
 
 
 def test_factor_vae_critic_gets_no_gradient_from_vae_loss(model, images, discriminator):
@@ -381,24 +443,30 @@ def test_factor_vae_critic_gets_no_gradient_from_vae_loss(model, images, discrim
   @nnx.jit
   def step(model, discriminator):
     """The trainer's FactorVAE step as documented in the objectives module."""
+
     def loss(model, discriminator):
-      return objectives.vae_loss(model, images, KEY, 0, cfg, None, NO_REGULARIZER,
-                                 discriminator)
-    (_, aux), (vae_grads, disc_grads) = nnx.value_and_grad(
-        loss, argnums=(0, 1), has_aux=True)(model, discriminator)
+      return objectives.vae_loss(model, images, KEY, 0, cfg, None, NO_REGULARIZER, discriminator)
+
+    (_, aux), (vae_grads, disc_grads) = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+      model, discriminator
+    )
     z = objectives.sample_codes(model, images, KEY)
     (d_loss, d_aux), d_grads = nnx.value_and_grad(
-        objectives.factor_vae_discriminator_loss, has_aux=True)(discriminator, z, disc_key)
+      objectives.factor_vae_discriminator_loss, has_aux=True
+    )(discriminator, z, disc_key)
     references = (
-        objectives.factor_vae_tc(discriminator(z)),
-        objectives.discriminator_loss(discriminator(z),
-                                      discriminator(objectives.permute_dims(z, disc_key))))
+      objectives.factor_vae_tc(discriminator(z)),
+      objectives.discriminator_loss(
+        discriminator(z), discriminator(objectives.permute_dims(z, disc_key))
+      ),
+    )
     return aux, vae_grads, disc_grads, d_loss, d_aux, d_grads, references
 
   aux, vae_grads, disc_grads, d_loss, d_aux, d_grads, (tc, expected) = step(model, discriminator)
   np.testing.assert_allclose(aux["tc"], tc, rtol=1e-5)
-  np.testing.assert_allclose(aux["loss"], aux["reconstruction"] + aux["kl"] + 20.0 * aux["tc"],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    aux["loss"], aux["reconstruction"] + aux["kl"] + 20.0 * aux["tc"], rtol=1e-5
+  )
   assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(disc_grads))
   assert float(jnp.max(jnp.abs(vae_grads["encoder"]["mean"]["kernel"][...]))) > 0.0
   np.testing.assert_allclose(d_loss, expected, rtol=1e-6)
@@ -409,24 +477,25 @@ def test_factor_vae_critic_gets_no_gradient_from_vae_loss(model, images, discrim
     _jit_loss(cfg)(model, images, KEY, 0)
 
 
-@pytest.mark.parametrize("on,target", [("encoder", "logits"), ("decoder", "logits"),
-                                       ("decoder", "mean")])
+@pytest.mark.parametrize(
+  "on,target", [("encoder", "logits"), ("decoder", "logits"), ("decoder", "mean")]
+)
 def test_regularizer_slot(model, images, on, target):
   def fake_regularizer(map_fn, x, y, key):
     del key
-    aux = {"mismatch": jnp.max(jnp.abs(map_fn(x) - y)), "x_sum": jnp.sum(x),
-           "y_sum": jnp.sum(y)}
+    aux = {"mismatch": jnp.max(jnp.abs(map_fn(x) - y)), "x_sum": jnp.sum(x), "y_sum": jnp.sum(y)}
     return jnp.mean(y**2), aux
 
   reg = ml_collections.ConfigDict(dict(name="gmg", on=on, weight=0.25, target=target))
   loss, aux = _jit_loss(_objective(beta=2.0), fake_regularizer, reg)(model, images, KEY, 0)
   np.testing.assert_allclose(
-      loss, aux["reconstruction"] + 2.0 * aux["kl"] + 0.25 * aux["regularizer"], rtol=1e-6)
+    loss, aux["reconstruction"] + 2.0 * aux["kl"] + 0.25 * aux["regularizer"], rtol=1e-6
+  )
   assert float(aux["regularizer/mismatch"]) < 1e-5
   z, mu, _, logits = _reference_forward(model, images, KEY)
   expected_x, expected_y = {
-      "encoder": (images.astype(jnp.float32) / 255.0, mu),
-      "decoder": (z, logits if target == "logits" else jax.nn.sigmoid(logits)),
+    "encoder": (images.astype(jnp.float32) / 255.0, mu),
+    "decoder": (z, logits if target == "logits" else jax.nn.sigmoid(logits)),
   }[on]
   np.testing.assert_allclose(aux["regularizer/x_sum"], jnp.sum(expected_x), rtol=1e-5)
   np.testing.assert_allclose(aux["regularizer/y_sum"], jnp.sum(expected_y), rtol=1e-5)
@@ -440,9 +509,11 @@ def test_decoder_free(encoder_only, images):
   np.testing.assert_allclose(loss, objectives.gaussian_kl(mu, logvar), rtol=1e-5)
 
   cfg = _objective(name="decoder_free", prior_matching="sinkhorn")
-  (loss, aux), grads = nnx.jit(nnx.value_and_grad(
-      lambda m: objectives.vae_loss(m, images, KEY, 0, cfg, None, NO_REGULARIZER),
-      has_aux=True))(encoder_only)
+  (loss, aux), grads = nnx.jit(
+    nnx.value_and_grad(
+      lambda m: objectives.vae_loss(m, images, KEY, 0, cfg, None, NO_REGULARIZER), has_aux=True
+    )
+  )(encoder_only)
   assert np.isfinite(loss) and loss == aux["prior_matching"] and loss > 0
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
@@ -455,11 +526,11 @@ def test_bad_configurations_fail_with_names(model, encoder_only, images):
   reg = ml_collections.ConfigDict(dict(name="gmg", on="decoder", weight=1.0, target="logits"))
   with pytest.raises(ValueError, match="regularizer.on='decoder'"):
     _jit_loss(_objective(name="decoder_free"), lambda *a: (0.0, {}), reg)(
-        encoder_only, images, KEY, 0)
+      encoder_only, images, KEY, 0
+    )
   with pytest.raises(ValueError, match="tcvae_estimator"):
     _jit_loss(_objective(name="beta_tcvae", tcvae_estimator="mws"))(model, images, KEY, 0)
   with pytest.raises(ValueError, match="prior_matching"):
-    _jit_loss(_objective(name="decoder_free", prior_matching="mmd"))(
-        encoder_only, images, KEY, 0)
+    _jit_loss(_objective(name="decoder_free", prior_matching="mmd"))(encoder_only, images, KEY, 0)
   assert objectives.get_objective("decoder_free").uses_decoder is False
   assert objectives.get_objective("beta_tcvae").uses_decoder is True

@@ -25,8 +25,11 @@ def test_gmg_and_dst_match_the_core_functions():
   y = np.tanh(x @ rng.normal(size=(6, 3)).astype(np.float32))
   key = jax.random.key(0)
   expected, info = gmg.gromov_monge_gap(x, y, cost="scaled_sqeuclidean", epsilon_0=0.003)
-  reg = regularizers.make_regularizer(_config(cost="scaled_sqeuclidean", epsilon_0=0.003,
-                                              weight=5.0, on="decoder", estimator="certified"))
+  reg = regularizers.make_regularizer(
+    _config(
+      cost="scaled_sqeuclidean", epsilon_0=0.003, weight=5.0, on="decoder", estimator="certified"
+    )
+  )
   value, aux = reg(None, x, y, key)
   np.testing.assert_allclose(value, expected, rtol=1e-6)
   entropic = regularizers.make_regularizer(_config(cost="scaled_sqeuclidean", epsilon_0=0.003))
@@ -40,8 +43,8 @@ def test_gmg_and_dst_match_the_core_functions():
   dst = regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="dst", cost="cosine")))
   value, aux = dst(None, x, y, key)
   np.testing.assert_allclose(
-      value, gmg.distortion(gmg.cost_matrix(x, "cosine"), gmg.cost_matrix(y, "cosine")),
-      rtol=1e-6)
+    value, gmg.distortion(gmg.cost_matrix(x, "cosine"), gmg.cost_matrix(y, "cosine")), rtol=1e-6
+  )
 
 
 def _jacobian_config(**fields):
@@ -59,8 +62,7 @@ def test_jacobian_penalty_of_isometries():
   for c in (1.0, 3.0):
     fn = lambda z, c=c: c * z @ q.T  # noqa: E731
     assert float(scaled(fn, x, fn(x), key)[0]) < 1e-10
-    np.testing.assert_allclose(strict(fn, x, fn(x), key)[0], (c**2 - 1) ** 2, rtol=1e-5,
-                               atol=1e-10)
+    np.testing.assert_allclose(strict(fn, x, fn(x), key)[0], (c**2 - 1) ** 2, rtol=1e-5, atol=1e-10)
 
 
 def test_jacobian_penalty_matches_full_jacobians():
@@ -77,6 +79,9 @@ def test_jacobian_penalty_matches_full_jacobians():
   s = jnp.sum(jnp.einsum("nij,pnj->pni", jac, v) ** 2, axis=2)
   np.testing.assert_allclose(value, jnp.var(s) / jnp.mean(s) ** 2, rtol=1e-4)
   np.testing.assert_allclose(aux["jacobian_mean_sq_norm"], jnp.mean(s), rtol=1e-5)
-  grad = jax.grad(lambda w_: regularizers.jacobian(
-      lambda z: jnp.tanh(z @ w_) * jnp.sum(z, axis=1, keepdims=True), x, None, key)[0])(w)
+  grad = jax.grad(
+    lambda w_: regularizers.jacobian(
+      lambda z: jnp.tanh(z @ w_) * jnp.sum(z, axis=1, keepdims=True), x, None, key
+    )[0]
+  )(w)
   assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) > 0

@@ -21,9 +21,10 @@ _NUM_DEVICES = 4
 def _max_abs_diff(tree_a, tree_b) -> float:
   import jax
 
-  return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-             for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b),
-                             strict=True))
+  return max(
+    float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b), strict=True)
+  )
 
 
 def _steps_side_by_side(config, batches, mesh):
@@ -58,14 +59,18 @@ def _multi_device_checks() -> dict:
   config.train.batch_size = 32
   dataset = data.get_dataset(config.data)
   state_one, metrics_one, state_all, metrics_all, step_all = _steps_side_by_side(
-      config, [(dataset, dataset)] * 3, mesh)
+    config, [(dataset, dataset)] * 3, mesh
+  )
   out["global_param_diff"] = _max_abs_diff(state_one.modules, state_all.modules)
-  out["global_metric_diff"] = {k: abs(float(metrics_one[k]) - float(metrics_all[k]))
-                               for k in ("loss", "regularizer", "grad_norm")}
+  out["global_metric_diff"] = {
+    k: abs(float(metrics_one[k]) - float(metrics_all[k]))
+    for k in ("loss", "regularizer", "grad_norm")
+  }
   out["global_step"] = int(state_all.step)
   out["replicated"] = all(
-      leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == _NUM_DEVICES
-      for leaf in jax.tree.leaves(state_all))
+    leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == _NUM_DEVICES
+    for leaf in jax.tree.leaves(state_all)
+  )
   # The gradient is reduced across devices only if the batch really was split over them.
   out["all_reduce_in_step"] = "all-reduce" in step_all.lower(state_all, dataset).compile().as_text()
 
@@ -74,12 +79,19 @@ def _multi_device_checks() -> dict:
   host_config.train.batch_size = 32
   rng = np.random.default_rng(0)
   host_set = data.HostArrayDataset(
-      rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8), "toy", ("a", "b"), (8, 8),
-      (16, 16, 3), (8, 8), (0, 1))
+    rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8),
+    "toy",
+    ("a", "b"),
+    (8, 8),
+    (16, 16, 3),
+    (8, 8),
+    (0, 1),
+  )
   run_rng = np.asarray(train.create_train_state(host_config, (16, 16, 3))[1].rng)
   host_batches = [train.host_batch(host_set, run_rng, s, 32) for s in range(3)]
   state_one, _, state_all, _, _ = _steps_side_by_side(
-      host_config, [(b, sharding.host_to_global(b, layout)) for b in host_batches], mesh)
+    host_config, [(b, sharding.host_to_global(b, layout)) for b in host_batches], mesh
+  )
   out["host_param_diff"] = _max_abs_diff(state_one.modules, state_all.modules)
 
   # scope="local": one GMG per device sub-batch, against the mean computed by hand.
@@ -94,7 +106,7 @@ def _multi_device_checks() -> dict:
     return local(None, jax.device_put(x, layout), y, key)[0]
 
   def by_hand(y):
-    values = [gmg(None, x[i:i + 8], y[i:i + 8], key)[0] for i in range(0, 32, 8)]
+    values = [gmg(None, x[i : i + 8], y[i : i + 8], key)[0] for i in range(0, 32, 8)]
     return jnp.mean(jnp.stack(values))
 
   value_local, grad_local = jax.jit(jax.value_and_grad(sharded))(jax.device_put(y, layout))
@@ -112,8 +124,10 @@ def _multi_device_checks() -> dict:
     graphdef, state = train.create_train_state(local_config, (16, 16, 3))
     step = train.make_train_step(graphdef, local_config, mesh)
     state, metrics = step(sharding.replicate(state, mesh), dataset)
-    out[f"local_step_{variant}"] = {"finite": bool(metrics["finite"]),
-                                    "regularizer": float(metrics["regularizer"])}
+    out[f"local_step_{variant}"] = {
+      "finite": bool(metrics["finite"]),
+      "regularizer": float(metrics["regularizer"]),
+    }
 
   # A batch that does not split over the devices.
   bad = tiny_config()
@@ -128,10 +142,21 @@ def _multi_device_checks() -> dict:
 
 @pytest.fixture(scope="module")
 def multi_device(tmp_path_factory):
-  env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(_NUM_DEVICES), "JAX_PLATFORMS": "cpu",
-         "SHARDING_TEST_TMP": str(tmp_path_factory.mktemp("sharding"))}
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600, check=False)
+  env = {
+    **os.environ,
+    "JAX_NUM_CPU_DEVICES": str(_NUM_DEVICES),
+    "JAX_PLATFORMS": "cpu",
+    "SHARDING_TEST_TMP": str(tmp_path_factory.mktemp("sharding")),
+  }
+  proc = subprocess.run(
+    [sys.executable, os.path.abspath(__file__)],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -152,11 +177,13 @@ def test_host_batches_feed_local_rows_and_match_one_device(multi_device):
 
 
 def test_local_scope_is_the_mean_of_per_device_gmgs(multi_device):
-  np.testing.assert_allclose(multi_device["local_value"], multi_device["local_by_hand"],
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+    multi_device["local_value"], multi_device["local_by_hand"], rtol=1e-4, atol=1e-6
+  )
   # A different objective from the global one: four 8-point problems, not one 32-point one.
   assert abs(multi_device["local_value"] - multi_device["local_global_value"]) > 1e-2 * abs(
-      multi_device["local_global_value"]), multi_device
+    multi_device["local_global_value"]
+  ), multi_device
   assert multi_device["local_grad_diff"] <= 1e-5 * max(multi_device["local_grad_scale"], 1.0)
   for variant in ("jacobian_decoder",):
     result = multi_device[f"local_step_{variant}"]
@@ -175,14 +202,29 @@ def _free_port() -> int:
 
 
 def _main(workdir, num_steps, env):
-  cmd = [sys.executable, "-m", "gmg_jax.main",
-         "--config=configs/default.py:runlocal,gmg_cos_decoder", f"--workdir={workdir}",
-         "--config.data.image_size=16", "--config.model.mlp_hidden=(32,)",
-         "--config.model.latent_dim=4", "--config.train.batch_size=16",
-         "--config.train.progress_bar=False", "--config.eval.every_steps=0",
-         "--config.train.checkpoint_every=3", f"--config.train.num_steps={num_steps}"]
-  return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  cmd = [
+    sys.executable,
+    "-m",
+    "gmg_jax.main",
+    "--config=configs/default.py:runlocal,gmg_cos_decoder",
+    f"--workdir={workdir}",
+    "--config.data.image_size=16",
+    "--config.model.mlp_hidden=(32,)",
+    "--config.model.latent_dim=4",
+    "--config.train.batch_size=16",
+    "--config.train.progress_bar=False",
+    "--config.eval.every_steps=0",
+    "--config.train.checkpoint_every=3",
+    f"--config.train.num_steps={num_steps}",
+  ]
+  return subprocess.Popen(
+    cmd,
+    cwd=ROOT,
+    env={**os.environ, "JAX_PLATFORMS": "cpu", **env},
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def _finish(procs):
@@ -209,9 +251,21 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
   multi = tmp_path / "multi"
   for num_steps in (5, 8):  # Stops after the checkpoint at 3 (and the final one at 5), resumes.
     port = _free_port()
-    _finish([_main(multi, num_steps, {
-        "JAX_NUM_CPU_DEVICES": "1", "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-        "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}) for i in range(2)])
+    _finish(
+      [
+        _main(
+          multi,
+          num_steps,
+          {
+            "JAX_NUM_CPU_DEVICES": "1",
+            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(i),
+          },
+        )
+        for i in range(2)
+      ]
+    )
     steps = sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == num_steps, steps
 

@@ -21,12 +21,27 @@ def _params(state):
 
 
 def _run_main(workdir, *overrides, wait=True, env=None):
-  cmd = [sys.executable, "-m", "gmg_jax.main", "--config=configs/default.py:runlocal",
-         f"--workdir={workdir}", "--config.data.image_size=16", "--config.model.mlp_hidden=(32,)",
-         "--config.model.latent_dim=4", "--config.train.batch_size=16",
-         "--config.train.progress_bar=False", "--config.eval.every_steps=0", *overrides]
-  kwargs = dict(cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True)
+  cmd = [
+    sys.executable,
+    "-m",
+    "gmg_jax.main",
+    "--config=configs/default.py:runlocal",
+    f"--workdir={workdir}",
+    "--config.data.image_size=16",
+    "--config.model.mlp_hidden=(32,)",
+    "--config.model.latent_dim=4",
+    "--config.train.batch_size=16",
+    "--config.train.progress_bar=False",
+    "--config.eval.every_steps=0",
+    *overrides,
+  ]
+  kwargs = dict(
+    cwd=ROOT,
+    env={**os.environ, **(env or {})},
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   if wait:
     return subprocess.run(cmd, timeout=300, check=False, **kwargs)
   return subprocess.Popen(cmd, **kwargs)
@@ -63,9 +78,18 @@ def test_step_compiles_once_and_training_lowers_the_loss(tiny, tmp_path, monkeyp
   assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:2])
 
 
-@pytest.mark.parametrize("variant", ["gmg_cos_decoder", "gmg_scl2_encoder", "dst_l2_decoder",
-                                     "jacobian_decoder", "factor_vae", "beta_tcvae,hfs",
-                                     "decoder_free,gmg_cos_encoder"])
+@pytest.mark.parametrize(
+  "variant",
+  [
+    "gmg_cos_decoder",
+    "gmg_scl2_encoder",
+    "dst_l2_decoder",
+    "jacobian_decoder",
+    "factor_vae",
+    "beta_tcvae,hfs",
+    "decoder_free,gmg_cos_encoder",
+  ],
+)
 def test_objectives_and_regularizers_train_finite(tiny, tmp_path, variant):
   config = tiny(variant)
   config.train.num_steps = 3
@@ -79,15 +103,15 @@ def test_objectives_and_regularizers_train_finite(tiny, tmp_path, variant):
     state, metrics = step(state, dataset)
     assert bool(metrics["finite"]), metrics
   assert int(state.step) == 3
-  changed = [not np.array_equal(a, np.asarray(b))
-             for a, b in zip(before, _params(state), strict=True)]
+  changed = [
+    not np.array_equal(a, np.asarray(b)) for a, b in zip(before, _params(state), strict=True)
+  ]
   assert any(changed)
   if variant.startswith("gmg"):
     assert "regularizer/gmg" in metrics and np.isfinite(float(metrics["regularizer"]))
 
 
-def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tiny, tmp_path,
-                                                                       monkeypatch):
+def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tiny, tmp_path, monkeypatch):
   original = objectives.vae_loss
 
   def poisoned(model, images, key, step, *args, **kwargs):
@@ -115,8 +139,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
   ckpt_dir = killed / "checkpoints"
   deadline = time.time() + 240
   while time.time() < deadline:
-    if ckpt_dir.exists() and any(p.name.isdigit() and int(p.name) >= 20
-                                 for p in ckpt_dir.iterdir()):
+    if ckpt_dir.exists() and any(
+      p.name.isdigit() and int(p.name) >= 20 for p in ckpt_dir.iterdir()
+    ):
       break
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
@@ -137,8 +162,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_saves_before_exiting(tmp_path):
-  proc = _run_main(tmp_path, "--config.train.num_steps=100000",
-                   "--config.train.checkpoint_every=100000", wait=False)
+  proc = _run_main(
+    tmp_path,
+    "--config.train.num_steps=100000",
+    "--config.train.checkpoint_every=100000",
+    wait=False,
+  )
   log = tmp_path / "metrics.jsonl"
   deadline = time.time() + 240
   while time.time() < deadline and not (log.exists() and log.stat().st_size > 0):

@@ -23,73 +23,78 @@ from typing import Any
 
 from gmg_jax.data import files, procedural
 from gmg_jax.data.base import (
-    ArrayDataset,
-    DataFileError,
-    GroundTruthDataset,
-    HostArrayDataset,
+  ArrayDataset,
+  DataFileError,
+  GroundTruthDataset,
+  HostArrayDataset,
 )
 from gmg_jax.data.procedural import ProceduralDataset
 
 __all__ = [
-    "DATASETS", "ArrayDataset", "DataFileError", "GroundTruthDataset", "HostArrayDataset",
-    "ProceduralDataset", "get_dataset",
+  "DATASETS",
+  "ArrayDataset",
+  "DataFileError",
+  "GroundTruthDataset",
+  "HostArrayDataset",
+  "ProceduralDataset",
+  "get_dataset",
 ]
 
 
 def _tfds_loader(*args: Any, **kwargs: Any) -> GroundTruthDataset:
-    # Imported lazily: tensorflow-datasets is an optional extra.
-    from gmg_jax.data import tfds as tfds_source
+  # Imported lazily: tensorflow-datasets is an optional extra.
+  from gmg_jax.data import tfds as tfds_source
 
-    return tfds_source.load_tfds(*args, **kwargs)
+  return tfds_source.load_tfds(*args, **kwargs)
 
 
 _SOURCES: dict[str, Callable[..., GroundTruthDataset]] = {
-    "files": files.load_files,
-    "tfds": _tfds_loader,
+  "files": files.load_files,
+  "tfds": _tfds_loader,
 }
 
 
 def _real(name: str, data_config: Any) -> GroundTruthDataset:
-    source = getattr(data_config, "source", "files") or "files"
-    if source not in _SOURCES:
-        raise ValueError(f"data.source must be one of {sorted(_SOURCES)}, got {source!r}.")
-    kwargs = dict(
-        data_dir=getattr(data_config, "data_dir", "") or "",
-        image_size=int(getattr(data_config, "image_size", 64)),
-        on_device=getattr(data_config, "on_device", "auto"),
-        device_budget_gb=getattr(data_config, "device_budget_gb", None),
-    )
-    if source == "tfds":
-        kwargs["manual_dir"] = getattr(data_config, "manual_dir", None) or None
-    return _SOURCES[source](name, **kwargs)
+  source = getattr(data_config, "source", "files") or "files"
+  if source not in _SOURCES:
+    raise ValueError(f"data.source must be one of {sorted(_SOURCES)}, got {source!r}.")
+  kwargs = dict(
+    data_dir=getattr(data_config, "data_dir", "") or "",
+    image_size=int(getattr(data_config, "image_size", 64)),
+    on_device=getattr(data_config, "on_device", "auto"),
+    device_budget_gb=getattr(data_config, "device_budget_gb", None),
+  )
+  if source == "tfds":
+    kwargs["manual_dir"] = getattr(data_config, "manual_dir", None) or None
+  return _SOURCES[source](name, **kwargs)
 
 
 def _procedural(make: Callable[[int], ProceduralDataset], data_config: Any) -> ProceduralDataset:
-    return make(int(getattr(data_config, "image_size", 64)))
+  return make(int(getattr(data_config, "image_size", 64)))
 
 
 DATASETS: dict[str, Callable[[Any], GroundTruthDataset]] = {
-    "dsprites_procedural": functools.partial(_procedural, procedural.dsprites_procedural),
-    "shapes3d_procedural": functools.partial(_procedural, procedural.shapes3d_procedural),
-    **{name: functools.partial(_real, name) for name in files.SPECS},
+  "dsprites_procedural": functools.partial(_procedural, procedural.dsprites_procedural),
+  "shapes3d_procedural": functools.partial(_procedural, procedural.shapes3d_procedural),
+  **{name: functools.partial(_real, name) for name in files.SPECS},
 }
 
 
 def get_dataset(data_config: Any) -> GroundTruthDataset:
-    """Builds the dataset named by `data_config.name`.
+  """Builds the dataset named by `data_config.name`.
 
-    Args:
-      data_config: `config.data` (an ml_collections ConfigDict or any attribute object).
+  Args:
+    data_config: `config.data` (an ml_collections ConfigDict or any attribute object).
 
-    Returns:
-      A `GroundTruthDataset` (jittable or host, see `dataset.jittable`).
+  Returns:
+    A `GroundTruthDataset` (jittable or host, see `dataset.jittable`).
 
-    Raises:
-      ValueError: unknown name or source.
-      DataFileError: missing or corrupt files (the message names the file, every searched
-        directory and the download command).
-    """
-    name = data_config.name
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}.")
-    return DATASETS[name](data_config)
+  Raises:
+    ValueError: unknown name or source.
+    DataFileError: missing or corrupt files (the message names the file, every searched
+      directory and the download command).
+  """
+  name = data_config.name
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}.")
+  return DATASETS[name](data_config)

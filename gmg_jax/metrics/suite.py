@@ -25,91 +25,89 @@ Split = tuple[np.ndarray, np.ndarray]
 
 # name -> f(train (codes, factors), test (codes, factors), mode, random_state) -> scores
 ARRAY_METRICS: dict[str, Callable[[Split, Split, str, int], dict]] = {
-    "dci": lambda train, test, mode, seed: dci(*train, *test, mode=mode, random_state=seed),
-    "mig": lambda train, test, mode, seed: mig(*train, mode=mode),
-    "sap": lambda train, test, mode, seed: sap(*train, *test, mode=mode, random_state=seed),
-    "modularity_explicitness": lambda train, test, mode, seed: modularity_explicitness(
-        *train, *test, mode=mode
-    ),
+  "dci": lambda train, test, mode, seed: dci(*train, *test, mode=mode, random_state=seed),
+  "mig": lambda train, test, mode, seed: mig(*train, mode=mode),
+  "sap": lambda train, test, mode, seed: sap(*train, *test, mode=mode, random_state=seed),
+  "modularity_explicitness": lambda train, test, mode, seed: modularity_explicitness(
+    *train, *test, mode=mode
+  ),
 }
 SAMPLED_METRICS = ("factor_vae", "beta_vae")
 METRIC_NAMES = (*ARRAY_METRICS, *SAMPLED_METRICS)
 
 
 def compute_metrics(
-    names: Sequence[str],
-    dataset: Any,
-    representation_fn: Callable[[Any], Any],
-    key: jax.Array,
-    *,
-    mode: str = "exact",
-    num_train: int = 10000,
-    num_test: int = 5000,
-    batch_size: int = 64,
-    encode_batch_size: int = 256,
-    random_state: int = 0,
-    progress: bool = False,
+  names: Sequence[str],
+  dataset: Any,
+  representation_fn: Callable[[Any], Any],
+  key: jax.Array,
+  *,
+  mode: str = "exact",
+  num_train: int = 10000,
+  num_test: int = 5000,
+  batch_size: int = 64,
+  encode_batch_size: int = 256,
+  random_state: int = 0,
+  progress: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Computes metrics by name with disentanglement_lib's defaults.
+  """Computes metrics by name with disentanglement_lib's defaults.
 
-    Args:
-      names: subset of `METRIC_NAMES`.
-      dataset: ground-truth dataset (`num_factors`, `sample_factors(key, n)`,
-        `images_from_factors(factors)`).
-      representation_fn: uint8 images [n, H, W, C] -> codes [n, D] (e.g. the encoder mean).
-      key: JAX PRNG key for all sampling.
-      mode: "exact" (disentanglement_lib's estimators) or "fast" (vectorized/JAX estimators).
-      num_train: training points (FactorVAE: also the variance-estimate size).
-      num_test: test / evaluation points.
-      batch_size: FactorVAE / BetaVAE samples per point.
-      encode_batch_size: images encoded at once.
-      random_state: seed of the sklearn estimators.
-      progress: tqdm bars over metrics and encoding.
+  Args:
+    names: subset of `METRIC_NAMES`.
+    dataset: ground-truth dataset (`num_factors`, `sample_factors(key, n)`,
+      `images_from_factors(factors)`).
+    representation_fn: uint8 images [n, H, W, C] -> codes [n, D] (e.g. the encoder mean).
+    key: JAX PRNG key for all sampling.
+    mode: "exact" (disentanglement_lib's estimators) or "fast" (vectorized/JAX estimators).
+    num_train: training points (FactorVAE: also the variance-estimate size).
+    num_test: test / evaluation points.
+    batch_size: FactorVAE / BetaVAE samples per point.
+    encode_batch_size: images encoded at once.
+    random_state: seed of the sklearn estimators.
+    progress: tqdm bars over metrics and encoding.
 
-    Returns:
-      {name: {score key: value}}.
-    """
-    check_mode(mode)
-    unknown = sorted(set(names) - set(METRIC_NAMES))
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; known: {METRIC_NAMES}")
-    key_train, key_test, key_sampled = jax.random.split(key, 3)
-    run = dict(batch_size=encode_batch_size, progress=progress)
-    splits = None
-    results = {}
-    for index, name in enumerate(tqdm.tqdm(names, desc="metrics", disable=not progress)):
-        if name in ARRAY_METRICS:
-            if splits is None:
-                splits = []
-                for split_key, num in ((key_train, num_train), (key_test, num_test)):
-                    factors = np.asarray(dataset.sample_factors(split_key, num))
-                    splits.append(
-                        (sampled.encode(dataset, representation_fn, factors, **run), factors)
-                    )
-            results[name] = ARRAY_METRICS[name](*splits, mode, random_state)
-        elif name == "factor_vae":
-            results[name] = sampled.factor_vae_score(
-                dataset,
-                representation_fn,
-                jax.random.fold_in(key_sampled, index),
-                batch_size=batch_size,
-                num_train=num_train,
-                num_eval=num_test,
-                num_variance_estimate=num_train,
-                encode_batch_size=encode_batch_size,
-                progress=progress,
-            )
-        else:
-            results[name] = sampled.beta_vae_score(
-                dataset,
-                representation_fn,
-                jax.random.fold_in(key_sampled, index),
-                batch_size=batch_size,
-                num_train=num_train,
-                num_eval=num_test,
-                mode=mode,
-                random_state=random_state,
-                encode_batch_size=encode_batch_size,
-                progress=progress,
-            )
-    return results
+  Returns:
+    {name: {score key: value}}.
+  """
+  check_mode(mode)
+  unknown = sorted(set(names) - set(METRIC_NAMES))
+  if unknown:
+    raise ValueError(f"unknown metrics {unknown}; known: {METRIC_NAMES}")
+  key_train, key_test, key_sampled = jax.random.split(key, 3)
+  run = dict(batch_size=encode_batch_size, progress=progress)
+  splits = None
+  results = {}
+  for index, name in enumerate(tqdm.tqdm(names, desc="metrics", disable=not progress)):
+    if name in ARRAY_METRICS:
+      if splits is None:
+        splits = []
+        for split_key, num in ((key_train, num_train), (key_test, num_test)):
+          factors = np.asarray(dataset.sample_factors(split_key, num))
+          splits.append((sampled.encode(dataset, representation_fn, factors, **run), factors))
+      results[name] = ARRAY_METRICS[name](*splits, mode, random_state)
+    elif name == "factor_vae":
+      results[name] = sampled.factor_vae_score(
+        dataset,
+        representation_fn,
+        jax.random.fold_in(key_sampled, index),
+        batch_size=batch_size,
+        num_train=num_train,
+        num_eval=num_test,
+        num_variance_estimate=num_train,
+        encode_batch_size=encode_batch_size,
+        progress=progress,
+      )
+    else:
+      results[name] = sampled.beta_vae_score(
+        dataset,
+        representation_fn,
+        jax.random.fold_in(key_sampled, index),
+        batch_size=batch_size,
+        num_train=num_train,
+        num_eval=num_test,
+        mode=mode,
+        random_state=random_state,
+        encode_batch_size=encode_batch_size,
+        progress=progress,
+      )
+  return results
