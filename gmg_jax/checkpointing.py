@@ -21,6 +21,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from gmg_jax.logging import write_json_atomic
+
 # Fields that may change between a run and its resumption.
 _RESUMABLE_CHANGES = (
   "train.num_steps",
@@ -121,7 +123,4 @@ def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> No
       return
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_json_atomic(path, current)

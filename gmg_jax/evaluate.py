@@ -23,16 +23,9 @@ from flax import nnx
 
 from gmg_jax import metrics as metrics_lib
 from gmg_jax import viz
-from gmg_jax.logging import MetricWriter, read_jsonl
+from gmg_jax.logging import MetricWriter, read_jsonl, write_json_atomic
 
 _NUM_PICTURE_IMAGES = 8
-
-
-def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(payload, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
 
 
 def _write_pictures(
@@ -92,7 +85,7 @@ def evaluate_and_write(
   record = {"step": step, **scores}
   if jax.process_index() != 0:
     return record
-  _write_json_atomic(os.path.join(workdir, "metrics.json"), record)
+  write_json_atomic(os.path.join(workdir, "metrics.json"), record)
   writer = MetricWriter(workdir, "eval")
   writer.write(step, {f"{m}/{k}": v for m, values in scores.items() for k, v in values.items()})
   writer.close()

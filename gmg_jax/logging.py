@@ -71,6 +71,14 @@ class MetricWriter:
       self._tb.close()
 
 
+def write_json_atomic(path: str, payload: Any) -> None:
+  """Writes `payload` as JSON to a temporary file next to `path`, then renames it to `path`."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(payload, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   """Reads the records of a JSON-lines file (a truncated last line from a kill is skipped)."""
   records = []

@@ -10,7 +10,7 @@ The array functions (`gaussian_kl`, `total_correlation`, `hfs`, ...) are pure an
 `vae_loss` is what the trainer calls inside its jitted step; objectives are looked up by name in
 `OBJECTIVES` (a dict, big_vision style).
 
-Objective config fields (`config.objective`; `default_objective_config()` holds the defaults):
+Objective config fields (`config.objective`; configs/default.py holds the defaults):
   name: "beta_vae" | "beta_tcvae" | "factor_vae" | "dip_vae" | "annealed_vae" | "decoder_free".
   beta: 4.0. KL weight of beta_vae; TC weight is beta - 1 in dlib's beta_tcvae (dlib sweeps beta
     in {1, 2, 4, 6, 8, 16} and {1, 2, 4, 6, 8, 10}).
@@ -78,31 +78,6 @@ RegularizerFn = Callable[
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-def default_objective_config() -> ml_collections.ConfigDict:
-  """The objective config with every field at its default (see the module docstring)."""
-  return ml_collections.ConfigDict(
-    dict(
-      name="beta_vae",
-      beta=4.0,
-      gamma=10.0,
-      c_max=25.0,
-      iteration_threshold=100_000,
-      gamma_annealed=1000.0,
-      lambda_od=10.0,
-      lambda_d_factor=10.0,
-      dip_type="i",
-      hfs_weight=0.0,
-      hfs_pairs=25,
-      tcvae_estimator="auto",
-      tcvae_alpha=1.0,
-      tcvae_beta=6.0,
-      tcvae_gamma=1.0,
-      dataset_size=480_000,
-      prior_matching="kl",
-    )
-  )
 
 
 def gaussian_log_density(samples: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:

@@ -17,6 +17,7 @@ from flax import nnx
 from jax.test_util import check_grads
 from scipy import integrate, special, stats
 
+from configs import default
 from gmg_jax import models, objectives
 
 IMAGE_SHAPE = (4, 4, 1)
@@ -324,7 +325,7 @@ NO_REGULARIZER = ml_collections.ConfigDict(
 
 
 def _objective(**overrides):
-  cfg = objectives.default_objective_config()
+  cfg = default.get_config().objective
   cfg.update(overrides)
   return cfg
 
