@@ -20,9 +20,10 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from gmg_jax import metrics as metrics_lib
-from gmg_jax import viz
+from gmg_jax import sharding, viz
 from gmg_jax.logging import MetricWriter, read_jsonl, write_json_atomic
 
 _NUM_PICTURE_IMAGES = 8
@@ -52,29 +53,38 @@ def evaluate_and_write(
   state: Any,
   dataset: Any,
   *,
+  mesh: Mesh | None = None,
   progress: bool = False,
 ) -> dict[str, Any]:
   """Scores the encoder mean of `state` and writes metrics and pictures (process 0 writes).
+
+  Encoding is data parallel over `mesh` and the codes are gathered on every process
+  (`sharding.sharded_map`), so every process must call this together; each then computes the
+  same metrics from the same codes.
 
   Args:
     config: the run's config (`config.eval` holds the metric names and sizes).
     workdir: the run's directory.
     graphdef: graph definition of the train state's modules.
-    state: a `train.TrainState`.
-    dataset: the run's dataset.
+    state: a `train.TrainState`, replicated on `mesh` or on one device.
+    dataset: the run's dataset, host-local (`sharding.host_local` of a replicated one).
+    mesh: devices to encode on (default: `sharding.make_mesh()`, all devices).
     progress: show progress bars.
 
   Returns:
     The record written: {"step": s, "<metric>": {...}, ...}.
   """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  modules = sharding.replicate(state.modules, mesh)
+  encode_rows = sharding.sharded_map(lambda m, x: nnx.merge(graphdef, m)[0].encode(x)[0], mesh)
+  state = sharding.host_local(state)
   vae = nnx.merge(graphdef, state.modules)[0]
   step = int(state.step)
   key = jax.random.fold_in(jax.random.key(config.seed), step)
-  encode = jax.jit(lambda x: vae.encode(x)[0])
   scores = metrics_lib.compute_metrics(
     tuple(config.eval.metrics),
     dataset,
-    encode,
+    lambda images: encode_rows(modules, images),
     key,
     mode=config.eval.mode,
     num_train=config.eval.num_train,

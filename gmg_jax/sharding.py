@@ -19,6 +19,10 @@ One program runs on all devices (SPMD under `jax.jit`, no pmap):
   over the first axis, which stays on the data axis) and averages the values: no gather of the
   batch, smaller problems, a different objective when there are several devices.
 
+* Evaluation (`sharded_map`): every process holds the same host batch of images; each device
+  encodes its rows and the codes are all-gathered, so every process gets all codes and runs the
+  same (host) metric code; process 0 writes.
+
 Multi-host: `initialize_distributed()` starts `jax.distributed` from the launcher's environment.
 """
 
@@ -149,6 +153,35 @@ def host_to_global(batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """
   rows = process_rows(sharding, batch.shape[0])
   return jax.make_array_from_process_local_data(sharding, batch[rows], batch.shape)
+
+
+def sharded_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: Mesh) -> Callable:
+  """`fn(params, batch)` jitted over the data axis, with every row's output on every process.
+
+  For functions that act row by row (an encoder): the batch is split over the data axis of
+  `mesh` (padded with copies of its last row up to a multiple of the axis size), each device
+  computes its rows and the result is gathered (replicated), so the returned numpy array holds
+  all rows on every process. All processes must call it together, with the same batch.
+
+  Args:
+    fn: (params, [B, ...] batch) -> [B, ...] output; `params` replicated on `mesh`.
+    mesh: from `make_mesh()`.
+
+  Returns:
+    (params, host batch [n, ...]) -> numpy [n, ...].
+  """
+  layout = batch_sharding(mesh)
+  apply = jax.jit(fn, out_shardings=replicated(mesh))
+  num_shards = mesh.shape[DATA_AXIS]
+
+  def call(params: Any, batch: Any) -> np.ndarray:
+    batch = np.asarray(batch)
+    n = batch.shape[0]
+    padded = np.concatenate([batch, np.repeat(batch[-1:], -n % num_shards, axis=0)])
+    global_batch = jax.make_array_from_callback(padded.shape, layout, lambda index: padded[index])
+    return np.asarray(apply(params, global_batch))[:n]
+
+  return call
 
 
 def _local_scope(regularizer_fn: regularizers.Regularizer, mesh: Mesh) -> regularizers.Regularizer:

@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from gmg_jax import checkpointing, evaluate, models, objectives, regularizers, sharding
 from gmg_jax import data as data_lib
+from gmg_jax import metrics as metrics_lib
 from gmg_jax.logging import MetricWriter
 
 
@@ -328,10 +329,8 @@ def _train_loop(
         )
       bar.update(1)
       if eval_due:
-        # Every process scores the same local copy (no collectives); process 0 writes.
-        evaluate.evaluate_and_write(
-          config, workdir, graphdef, sharding.host_local(state), local_dataset
-        )
+        # Every process encodes its share of the points and gets all codes; process 0 writes.
+        evaluate.evaluate_and_write(config, workdir, graphdef, state, local_dataset, mesh=mesh)
       if preemption.requested:
         break
     if pending is not None:
@@ -351,6 +350,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """
   workdir = os.path.abspath(workdir)
   _check_batch_size(config.train.batch_size)
+  if config.eval.every_steps:
+    metrics_lib.check_names(config.eval.metrics, config.eval.mode)
   mesh = sharding.make_mesh()
   dataset = data_lib.get_dataset(config.data)
   if dataset.jittable:

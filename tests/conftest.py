@@ -27,6 +27,24 @@ def tiny_config(arg: str = ""):
   return config
 
 
+def tiny_main_command(workdir, *overrides: str, variant: str = "") -> list[str]:
+  """`python -m gmg_jax.main` on `tiny_config`'s sizes (run from ROOT); `overrides` go last."""
+  return [
+    sys.executable,
+    "-m",
+    "gmg_jax.main",
+    f"--config=configs/default.py:{','.join(filter(None, ['runlocal', variant]))}",
+    f"--workdir={workdir}",
+    "--config.data.image_size=16",
+    "--config.model.mlp_hidden=(32,)",
+    "--config.model.latent_dim=4",
+    "--config.train.batch_size=16",
+    "--config.train.progress_bar=False",
+    "--config.eval.every_steps=0",
+    *overrides,
+  ]
+
+
 @pytest.fixture
 def tiny():
   return tiny_config

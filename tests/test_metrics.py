@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import numpy as np
@@ -154,6 +155,27 @@ def test_dci_exact_is_seeded(dci_data):
   assert metrics.dci(train, f_train, test, f_test, random_state=3) == first
 
 
+def test_dci_exact_draws_like_unseeded_classifiers_after_a_global_seed(dci_data):
+  """disentanglement_lib fits GradientBoostingClassifier() (no random_state) per factor in
+  order: all draw from numpy's global stream. Ours must equal that after np.random.seed."""
+  from sklearn.ensemble import GradientBoostingClassifier
+
+  rng, f_train, f_test = dci_data
+  train = np.concatenate([f_train, f_train[:, :1] + f_train[:, 1:]], 1)
+  train = train + rng.normal(0, 0.8, train.shape)
+  test = np.concatenate([f_test, f_test[:, :1] + f_test[:, 1:]], 1)
+  importance, _, accuracy = metrics.importance_matrix(train, f_train, test, f_test, random_state=5)
+  np.random.seed(5)
+  models = [GradientBoostingClassifier().fit(train, y) for y in f_train.T]
+  reference = np.stack([m.feature_importances_ for m in models], axis=1)
+  np.testing.assert_allclose(importance, reference, rtol=0, atol=1e-12)
+  predictions = [m.predict(test) for m in models]
+  reference_accuracy = np.mean(
+    [np.mean(p == y) for p, y in zip(predictions, f_test.T, strict=True)]
+  )
+  assert accuracy == reference_accuracy
+
+
 def test_dci_fast_close_to_exact(rng):
   """Stated tolerance of the fast DCI: 0.02 on D and C, 0.01 on informativeness.
 
@@ -266,6 +288,24 @@ def test_modularity_explicitness_known_answers(rng, mode):
   )
   assert abs(noise["explicitness_score_test"] - 0.5) < 0.05
   assert noise["modularity_score"] < scores["modularity_score"]
+
+
+def test_rank_auc_equals_sklearn_with_ties_and_missing_classes(rng):
+  from sklearn.metrics import roc_auc_score
+
+  # The package exports the function `explicitness`, which hides the module's name.
+  explicitness_module = importlib.import_module("gmg_jax.metrics.explicitness")
+  labels = rng.integers(0, 4, 300)  # class 4 never occurs
+  classes = np.arange(5)
+  proba = rng.dirichlet(np.ones(5), 300)
+  proba[:, 1] = np.round(proba[:, 1], 1)  # many ties in one column
+  proba[:, 2] = 0.2  # all tied
+  one_hot = labels[:, None] == classes[None, :4]
+  expected = roc_auc_score(one_hot, proba[:, :4])
+  assert explicitness_module._roc_auc_ranks(labels, classes, proba) == pytest.approx(
+    expected, abs=1e-12
+  )
+  assert explicitness_module._roc_auc(labels, classes, proba) == pytest.approx(expected, abs=1e-12)
 
 
 def test_modularity_explicitness_fast_close_to_exact(rng):

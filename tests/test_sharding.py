@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROOT, tiny_config, tiny_main_command
 
 _NUM_DEVICES = 4
 
@@ -46,6 +46,7 @@ def _multi_device_checks() -> dict:
   """Runs in a process with 4 CPU devices; returns the measurements the tests assert on."""
   import jax
   import jax.numpy as jnp
+  from flax import nnx
 
   from gmg_jax import data, regularizers, sharding, train
 
@@ -129,6 +130,25 @@ def _multi_device_checks() -> dict:
       "regularizer": float(metrics["regularizer"]),
     }
 
+  # Evaluation: each device encodes its rows (10 rows: padded to 12), every process gets all.
+  graphdef, state = train.create_train_state(config, (16, 16, 3))
+  images = np.asarray(dataset.images_from_factors(dataset.sample_factors(jax.random.key(3), 10)))
+
+  def encode(modules, x):
+    return nnx.merge(graphdef, modules)[0].encode(x)[0]
+
+  codes_all = sharding.sharded_map(encode, mesh)(sharding.replicate(state.modules, mesh), images)
+  codes_one = jax.jit(encode)(state.modules, images)
+  out["eval_codes_shape"] = list(codes_all.shape)
+  out["eval_codes_diff"] = float(np.max(np.abs(codes_all - np.asarray(codes_one))))
+  out["eval_encode_sharded"] = (
+    "all-gather"
+    in jax.jit(encode, out_shardings=sharding.replicated(mesh))
+    .lower(sharding.replicate(state.modules, mesh), jax.device_put(images[:8], layout))
+    .compile()
+    .as_text()
+  )
+
   # A batch that does not split over the devices.
   bad = tiny_config()
   bad.train.batch_size = 18
@@ -190,6 +210,12 @@ def test_local_scope_is_the_mean_of_per_device_gmgs(multi_device):
     assert result["finite"] and np.isfinite(result["regularizer"]), result
 
 
+def test_evaluation_encodes_on_every_device_and_gathers_all_codes(multi_device):
+  assert multi_device["eval_codes_shape"] == [10, 4]
+  assert multi_device["eval_codes_diff"] < 1e-5
+  assert multi_device["eval_encode_sharded"]
+
+
 def test_batch_size_not_divisible_by_devices_names_both_numbers(multi_device):
   message = multi_device["indivisible_error"]
   assert message is not None and "batch_size=18" in message and "device count 4" in message
@@ -202,21 +228,13 @@ def _free_port() -> int:
 
 
 def _main(workdir, num_steps, env):
-  cmd = [
-    sys.executable,
-    "-m",
-    "gmg_jax.main",
-    "--config=configs/default.py:runlocal,gmg_cos_decoder",
-    f"--workdir={workdir}",
-    "--config.data.image_size=16",
-    "--config.model.mlp_hidden=(32,)",
-    "--config.model.latent_dim=4",
-    "--config.train.batch_size=16",
-    "--config.train.progress_bar=False",
-    "--config.eval.every_steps=0",
+  cmd = tiny_main_command(
+    workdir,
+    "--config.eval.every_steps=8",
     "--config.train.checkpoint_every=3",
     f"--config.train.num_steps={num_steps}",
-  ]
+    variant="gmg_cos_decoder",
+  )
   return subprocess.Popen(
     cmd,
     cwd=ROOT,
@@ -273,6 +291,13 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
   multi_state, meta = _final_params(multi)
   assert int(multi_state.step) == 8 and meta["data_position"] == 8
   assert _max_abs_diff(single_state.modules, multi_state.modules) < 1e-5
+  # Both processes encoded half of the evaluation points each and scored all of them.
+  scores = [json.loads((run / "metrics.json").read_text()) for run in (single, multi)]
+  assert scores[0]["step"] == scores[1]["step"] == 8
+  for metric in ("mig", "modularity_explicitness"):
+    assert scores[0][metric].keys() == scores[1][metric].keys()
+    for name, value in scores[0][metric].items():
+      assert abs(value - scores[1][metric][name]) < 1e-3, (metric, name)
   with open(multi / "metrics.jsonl") as f:  # Process 0 alone wrote the log, each step once.
     logged = [json.loads(line)["step"] for line in f]
   assert logged == sorted(set(logged))

@@ -4,14 +4,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROOT, tiny_config, tiny_main_command
 
 from gmg_jax import checkpointing, objectives, train
 
@@ -21,20 +20,7 @@ def _params(state):
 
 
 def _run_main(workdir, *overrides, wait=True, env=None):
-  cmd = [
-    sys.executable,
-    "-m",
-    "gmg_jax.main",
-    "--config=configs/default.py:runlocal",
-    f"--workdir={workdir}",
-    "--config.data.image_size=16",
-    "--config.model.mlp_hidden=(32,)",
-    "--config.model.latent_dim=4",
-    "--config.train.batch_size=16",
-    "--config.train.progress_bar=False",
-    "--config.eval.every_steps=0",
-    *overrides,
-  ]
+  cmd = tiny_main_command(workdir, *overrides)
   kwargs = dict(
     cwd=ROOT,
     env={**os.environ, **(env or {})},
@@ -185,6 +171,15 @@ def test_bad_config_keys_fail_before_any_work(tmp_path):
   wrong_type = _run_main(tmp_path / "b", "--config.train.batch_size=abc")
   assert wrong_type.returncode != 0 and "batch_size" in wrong_type.stdout
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_unknown_metric_fails_before_any_work(tiny, tmp_path):
+  config = tiny()
+  config.eval.every_steps = 5
+  config.eval.metrics = ("mig", "dcii")
+  with pytest.raises(ValueError, match=r"Unknown metrics \['dcii'\].*--config.eval.metrics="):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 def test_batch_size_not_divisible_by_devices_names_both_numbers(tiny, tmp_path, monkeypatch):

@@ -2,7 +2,9 @@
 
 Every metric is a function of arrays (codes [N, D], factors [N, K]) -> dict with
 disentanglement_lib's keys, in two modes: `exact` (default; the same estimators,
-discretization and hyperparameters, so equal inputs give equal numbers) and `fast`
+discretization and hyperparameters, so equal inputs give equal numbers: checked against
+disentanglement_lib's own code by experiments/crosscheck_dlib.py, where DCI and SAP's unseeded
+estimators are run after `np.random.seed(random_state)`) and `fast`
 (batched NumPy/scikit-learn estimators of the same quantities; see each module for how
 close to `exact` they are). `compute_metrics` samples a dataset,
 encodes it and runs metrics by name.
@@ -29,13 +31,14 @@ from gmg_jax.metrics.sampled import (
   sample_factor_vae_batches,
 )
 from gmg_jax.metrics.sap import sap, sap_score_matrix
-from gmg_jax.metrics.suite import METRIC_NAMES, compute_metrics
+from gmg_jax.metrics.suite import METRIC_NAMES, check_names, compute_metrics
 
 __all__ = [
   "METRIC_NAMES",
   "MODES",
   "beta_vae_accuracy",
   "beta_vae_score",
+  "check_names",
   "completeness",
   "compute_metrics",
   "dci",

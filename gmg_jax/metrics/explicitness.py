@@ -3,9 +3,11 @@
 
 Modularity comes from the histogram MI matrix (see `information`). Explicitness of a factor is
 the macro one-vs-rest ROC-AUC of `LogisticRegression()` (sklearn defaults) trained on all code
-dims, standardized with the training mean and std; `exact` fits sklearn per factor and scores
-with `roc_auc_score`, `fast` fits all factors' models in one L-BFGS run
-(`linear.fit_logistic_regression`) and computes every class's AUC from one ranking.
+dims, standardized with the training mean and std (a constant code dim is only centred, where
+disentanglement_lib divides by its zero std and its LogisticRegression fails on the NaNs).
+`exact` fits sklearn per factor and scores with `roc_auc_score`; `fast` fits all factors' models
+in one L-BFGS run (`linear.fit_logistic_regression`) and computes every class's AUC from one
+argsort.
 """
 
 from __future__ import annotations
@@ -39,13 +41,22 @@ def _roc_auc(labels: np.ndarray, classes: np.ndarray, proba: np.ndarray) -> floa
 def _roc_auc_ranks(labels: np.ndarray, classes: np.ndarray, proba: np.ndarray) -> float:
   """`_roc_auc` by the Mann-Whitney statistic: for each class, (rank sum of its points'
   scores - n_pos (n_pos + 1) / 2) / (n_pos n_neg) with tied scores given their mean rank,
-  which equals sklearn's trapezoidal ROC-AUC; all classes ranked in one call."""
+  which equals sklearn's trapezoidal ROC-AUC.
+
+  All classes are ranked by one argsort; only a column with tied scores (a constant code,
+  say) takes `scipy.stats.rankdata`'s slower mean ranks.
+  """
   one_hot = labels[:, None] == classes[None, :]
   positives = one_hot.sum(axis=0)
   negatives = len(labels) - positives
   scored = (positives > 0) & (negatives > 0)
-  ranks = scipy.stats.rankdata(proba[:, scored], axis=0)
-  rank_sum = np.sum(np.where(one_hot[:, scored], ranks, 0.0), axis=0)
+  scores, one_hot = proba[:, scored].T, one_hot[:, scored].T  # [classes, N]
+  order = np.argsort(scores, axis=1)
+  ranks = np.arange(1.0, len(labels) + 1.0)
+  rank_sum = np.take_along_axis(one_hot, order, axis=1) @ ranks
+  ties = np.any(np.diff(np.take_along_axis(scores, order, axis=1), axis=1) == 0, axis=1)
+  for j in np.flatnonzero(ties):
+    rank_sum[j] = scipy.stats.rankdata(scores[j])[one_hot[j]].sum()
   pos, neg = positives[scored], negatives[scored]
   return float(np.mean((rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)))
 

@@ -88,25 +88,25 @@ def fit_logistic_regression(
   valid, free = _padded_masks(num_classes)
   bounds = np.concatenate([[0], np.cumsum(num_classes)])
   features = np.concatenate([x, np.ones((num, 1), np.float32)], axis=1).T.copy()  # [D+1, N]
-  target = np.zeros((bounds[-1], num), np.float32)  # one-hot per factor, stacked: [C, N]
-  for k, start in enumerate(bounds[:-1]):
-    target[start + labels[:, k], np.arange(num)] = 1.0
+  # Row of each point's true class, per factor, in the stacked [C, N] logits.
+  label_rows = (bounds[:-1][None, :] + labels).T  # [K, N]
+  columns = np.arange(num)[None, :]
   column_free = free[valid].astype(np.float32)[:, None]  # [C, 1]; binary class 0 frozen
   penalty = 1.0 / (c * num)
 
   def objective(theta):
     params = theta.reshape(-1, dims + 1).astype(np.float32) * column_free  # [C, D + 1]
     logits = params @ features  # [C, N], each factor's classes in contiguous rows
-    loss = -np.sum(logits * target, dtype=np.float64)
-    residual = np.empty_like(logits)
+    loss = -np.sum(logits[label_rows, columns], dtype=np.float64)
+    residual = np.empty_like(logits)  # softmax - one-hot
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-      block = logits[start:stop]
-      top = block.max(axis=0)
-      exp = np.exp(block - top)
-      total = exp.sum(axis=0)
+      top = logits[start:stop].max(axis=0)
+      block = np.subtract(logits[start:stop], top, out=residual[start:stop])
+      np.exp(block, out=block)
+      total = block.sum(axis=0)
       loss += np.sum(np.log(total) + top, dtype=np.float64)
-      residual[start:stop] = exp / total
-    residual -= target
+      block /= total
+    residual[label_rows, columns] -= 1.0
     grad = (residual @ features.T).astype(np.float64) / num  # [C, D + 1]
     weights = theta.reshape(-1, dims + 1)[:, :dims] * column_free
     grad[:, :dims] += penalty * weights
@@ -141,11 +141,15 @@ def logistic_predict_proba(
     K arrays, the k-th [N, num_classes[k]] (float64), rows summing to 1.
   """
   valid, _ = _padded_masks(np.asarray(num_classes))
-  logits = np.einsum("nd,kdv->knv", np.asarray(x, np.float64), weights) + bias[:, None, :]
-  logits = np.where(valid[:, None, :], logits, -np.inf)
-  proba = np.exp(logits - logits.max(axis=-1, keepdims=True))
-  proba /= proba.sum(axis=-1, keepdims=True)
-  return [p[:, :v] for p, v in zip(proba, num_classes, strict=True)]
+  # Every factor's real classes side by side: one [N, D] x [D, C] product.
+  stacked = weights.transpose(1, 0, 2)[:, valid]  # [D, C]
+  logits = np.asarray(x, np.float64) @ stacked + bias[valid]
+  bounds = np.concatenate([[0], np.cumsum(num_classes)])
+  proba = []
+  for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+    block = np.exp(logits[:, start:stop] - logits[:, start:stop].max(axis=1, keepdims=True))
+    proba.append(block / block.sum(axis=1, keepdims=True))
+  return proba
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: np.ndarray) -> np.ndarray:

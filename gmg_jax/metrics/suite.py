@@ -36,6 +36,19 @@ SAMPLED_METRICS = ("factor_vae", "beta_vae")
 METRIC_NAMES = (*ARRAY_METRICS, *SAMPLED_METRICS)
 
 
+def check_names(names: Sequence[str], mode: str) -> None:
+  """Raises a ValueError naming what is wrong with metric `names` or `mode`, and the fix."""
+  check_mode(mode)
+  if isinstance(names, str):
+    names = (names,)
+  unknown = sorted(set(names) - set(METRIC_NAMES))
+  if unknown:
+    raise ValueError(
+      f"Unknown metrics {unknown}; known: {METRIC_NAMES}. On a command line, pass a tuple of "
+      "quoted names: --config.eval.metrics=\"('dci','mig')\"."
+    )
+
+
 def compute_metrics(
   names: Sequence[str],
   dataset: Any,
@@ -69,10 +82,7 @@ def compute_metrics(
   Returns:
     {name: {score key: value}}.
   """
-  check_mode(mode)
-  unknown = sorted(set(names) - set(METRIC_NAMES))
-  if unknown:
-    raise ValueError(f"unknown metrics {unknown}; known: {METRIC_NAMES}")
+  check_names(names, mode)
   key_train, key_test, key_sampled = jax.random.split(key, 3)
   run = dict(batch_size=encode_batch_size, progress=progress)
   splits = None
