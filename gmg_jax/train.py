@@ -26,6 +26,7 @@ import numpy as np
 import optax
 import tqdm
 from flax import nnx, struct
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
 from gmg_jax import checkpointing, evaluate, models, objectives, regularizers, sharding
@@ -218,13 +219,23 @@ def _resume(manager, state: TrainState, config: ml_collections.ConfigDict) -> Tr
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks, so it saves before exiting."""
+  """SIGTERM means: save and stop, on every process at the same step.
+
+  One process: a Python SIGTERM handler sets a flag. Several processes: a signal may reach only
+  some of them, and saving is collective, so they must agree on the step. jax's preemption
+  service (started by `jax.distributed.initialize`) catches SIGTERM on any process, tells the
+  others, and `reached_preemption_sync_point(step)` turns true on all of them at the same step;
+  a Python handler would replace its C++ one, so none is installed then.
+  """
 
   def __init__(self):
-    self.requested = False
+    self._signalled = False
     self._previous = None
+    self._multiprocess = jax.process_count() > 1
 
   def __enter__(self):
+    if self._multiprocess:
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # Not the main thread: no signal handling.
@@ -233,7 +244,13 @@ class _Preemption:
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._signalled = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after `step`; call it once per step on every process."""
+    if self._multiprocess:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._signalled
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -312,7 +329,8 @@ def _train_loop(
       if pending is not None:
         check_and_log(*pending)
       pending = (done, metrics)
-      last = done == num_steps or preemption.requested
+      preempted = preemption.reached(done)
+      last = done == num_steps or preempted
       eval_due = bool(config.eval.every_steps) and (
         done % config.eval.every_steps == 0 or done == num_steps
       )
@@ -331,7 +349,7 @@ def _train_loop(
       if eval_due:
         # Every process encodes its share of the points and gets all codes; process 0 writes.
         evaluate.evaluate_and_write(config, workdir, graphdef, state, local_dataset, mesh=mesh)
-      if preemption.requested:
+      if preempted:
         break
     if pending is not None:
       check_and_log(*pending)

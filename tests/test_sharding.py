@@ -7,9 +7,11 @@ prints its measurements as JSON and the tests below assert on them.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -227,11 +229,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _main(workdir, num_steps, env):
+def _main(workdir, num_steps, env, checkpoint_every=3):
   cmd = tiny_main_command(
     workdir,
     "--config.eval.every_steps=8",
-    "--config.train.checkpoint_every=3",
+    f"--config.train.checkpoint_every={checkpoint_every}",
     f"--config.train.num_steps={num_steps}",
     variant="gmg_cos_decoder",
   )
@@ -261,6 +263,34 @@ def _final_params(workdir):
   return checkpointing.restore(manager, state)
 
 
+def _two_process_env(port, process_id):
+  return {
+    "JAX_NUM_CPU_DEVICES": "1",
+    "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+    "JAX_NUM_PROCESSES": "2",
+    "JAX_PROCESS_ID": str(process_id),
+  }
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path):
+  port = _free_port()
+  never = 10**6
+  procs = [
+    _main(tmp_path, never, _two_process_env(port, i), checkpoint_every=never) for i in (0, 1)
+  ]
+  log = tmp_path / "metrics.jsonl"  # Written by process 0 from step 5 (log_every).
+  deadline = time.time() + 240
+  while time.time() < deadline and not (log.exists() and log.stat().st_size > 0):
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)  # Process 0 is not signalled: it must learn of it.
+  _finish(procs)
+  steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert 5 <= max(steps) < never, steps  # Orbax also saves the first step.
+  state, meta = _final_params(tmp_path)
+  assert int(state.step) == max(steps) == meta["step"]
+
+
 @pytest.mark.slow
 def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
   single = tmp_path / "single"
@@ -269,21 +299,7 @@ def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
   multi = tmp_path / "multi"
   for num_steps in (5, 8):  # Stops after the checkpoint at 3 (and the final one at 5), resumes.
     port = _free_port()
-    _finish(
-      [
-        _main(
-          multi,
-          num_steps,
-          {
-            "JAX_NUM_CPU_DEVICES": "1",
-            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-            "JAX_NUM_PROCESSES": "2",
-            "JAX_PROCESS_ID": str(i),
-          },
-        )
-        for i in range(2)
-      ]
-    )
+    _finish([_main(multi, num_steps, _two_process_env(port, i)) for i in range(2)])
     steps = sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == num_steps, steps
 

@@ -31,7 +31,12 @@ import os
 import joblib
 import numpy as np
 from sklearn import ensemble
-from sklearn.ensemble._hist_gradient_boosting.grower import TreeGrower
+
+try:  # A private module of scikit-learn (tested with 1.9); only the fast mode needs it.
+  from sklearn.ensemble._hist_gradient_boosting.grower import TreeGrower
+except ImportError as _error:  # pragma: no cover - depends on the installed scikit-learn.
+  TreeGrower = None
+  _TREE_GROWER_ERROR = _error
 
 from gmg_jax.metrics.information import check_mode
 
@@ -169,6 +174,12 @@ def _fit_gbc_histogram(
   Returns:
     importances [D] summing to 1 (zeros if no tree split), raw train and test predictions.
   """
+  if TreeGrower is None:
+    raise ImportError(
+      "The fast DCI grows its trees with scikit-learn's private TreeGrower "
+      "(sklearn.ensemble._hist_gradient_boosting.grower), which this scikit-learn does not "
+      "have; use mode='exact' (--config.eval.mode=exact) or scikit-learn 1.9."
+    ) from _TREE_GROWER_ERROR
   num = len(y_train)
   prior = np.clip(np.bincount(y_train, minlength=num_classes) / num, _EPS, 1 - _EPS)
   if num_classes == 2:
