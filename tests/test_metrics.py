@@ -176,6 +176,15 @@ def test_dci_exact_draws_like_unseeded_classifiers_after_a_global_seed(dci_data)
   assert accuracy == reference_accuracy
 
 
+def _assert_fast_dci_within_tolerance(train, f_train, test, f_test):
+  exact = metrics.dci(train, f_train, test, f_test, mode="exact")
+  fast = metrics.dci(train, f_train, test, f_test, mode="fast")
+  for key in ("disentanglement", "completeness"):
+    assert fast[key] == pytest.approx(exact[key], abs=0.02), key
+  for key in ("informativeness_train", "informativeness_test"):
+    assert fast[key] == pytest.approx(exact[key], abs=0.01), key
+
+
 def test_dci_fast_close_to_exact(rng):
   """Stated tolerance of the fast DCI: 0.02 on D and C, 0.01 on informativeness.
 
@@ -189,13 +198,7 @@ def test_dci_fast_close_to_exact(rng):
     c = f + rng.normal(0, 0.4, f.shape)
     return np.concatenate([c, c[:, :1] + c[:, 1:], rng.standard_normal((len(f), 1))], 1)
 
-  train, test = code(f_train), code(f_test)
-  exact = metrics.dci(train, f_train, test, f_test, mode="exact")
-  fast = metrics.dci(train, f_train, test, f_test, mode="fast")
-  for key in ("disentanglement", "completeness"):
-    assert fast[key] == pytest.approx(exact[key], abs=0.02), key
-  for key in ("informativeness_train", "informativeness_test"):
-    assert fast[key] == pytest.approx(exact[key], abs=0.01), key
+  _assert_fast_dci_within_tolerance(code(f_train), f_train, code(f_test), f_test)
 
 
 def test_dci_fast_quantile_bins_close_to_exact(rng):
@@ -206,13 +209,7 @@ def test_dci_fast_quantile_bins_close_to_exact(rng):
     c = f + rng.normal(0, 0.3, f.shape)
     return np.concatenate([c, rng.standard_normal((len(f), 1))], 1)
 
-  train, test = code(f_train), code(f_test)
-  exact = metrics.dci(train, f_train, test, f_test, mode="exact")
-  fast = metrics.dci(train, f_train, test, f_test, mode="fast")
-  for key in ("disentanglement", "completeness"):
-    assert fast[key] == pytest.approx(exact[key], abs=0.02), key
-  for key in ("informativeness_train", "informativeness_test"):
-    assert fast[key] == pytest.approx(exact[key], abs=0.01), key
+  _assert_fast_dci_within_tolerance(code(f_train), f_train, code(f_test), f_test)
 
 
 def test_svc_solver_matches_liblinear(rng):
