@@ -66,11 +66,16 @@ def _grow_tree(order, sorted_values, columns, residual, priority, max_depth):
   count = np.zeros(num_nodes)
   total = np.zeros(num_nodes)
   squares = np.zeros(num_nodes)
-  node_of = np.zeros(num, np.int64)
+  node_of = np.zeros(num, np.int8)
   for i in range(num):
     total[0] += residual[i]
     squares[0] += residual[i] * residual[i]
   count[0] = num
+  # The residuals in each feature's order: the scans below read them sequentially.
+  sorted_residual = np.empty((num_dims, num))
+  for d in range(num_dims):
+    for p in range(num):
+      sorted_residual[d, p] = residual[order[d, p]]
   for depth in range(max_depth):
     first, width = 2**depth - 1, 2**depth
     splittable = np.zeros(width, np.bool_)
@@ -90,8 +95,7 @@ def _grow_tree(order, sorted_values, columns, residual, priority, max_depth):
       left_sum[:] = 0.0
       left_count[:] = 0.0
       for p in range(num):
-        i = order[d, p]
-        j = node_of[i] - first
+        j = np.int64(node_of[order[d, p]]) - first
         if j < 0 or not splittable[j]:
           continue
         value = sorted_values[d, p]
@@ -107,7 +111,7 @@ def _grow_tree(order, sorted_values, columns, residual, priority, max_depth):
             best[j] = gain
             best_dim[j] = d
             best_threshold[j] = np.float64(last[j]) / 2.0 + np.float64(value) / 2.0
-        left_sum[j] += residual[i]
+        left_sum[j] += sorted_residual[d, p]
         left_count[j] += 1.0
         last[j] = value
     for j in range(width):
