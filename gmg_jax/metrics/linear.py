@@ -367,14 +367,16 @@ def linear_svc_1d_accuracy(
   x = np.asarray(x, np.float64)
   w, b, labels = np.asarray(w), np.asarray(b), np.asarray(labels)
   accuracy = np.zeros((x.shape[1], len(num_classes)))
+  # Each dim's test codes sorted once: searchsorted runs much faster on increasing queries.
+  order = np.argsort(x, axis=0)
+  sorted_x = np.take_along_axis(x, order, axis=0)
   for k, width in enumerate(np.asarray(num_classes)):
     if width == 2:
       predicted = (x * w[k, :, 1] + b[k, :, 1] > 0).astype(np.int64)  # [N, D]
-    else:
-      breaks, winner = _envelope(w[k, :, :width], b[k, :, :width])
-      predicted = np.stack(
-        [winner[d, np.searchsorted(breaks[d], x[:, d])] for d in range(x.shape[1])],
-        axis=1,
-      )
-    accuracy[:, k] = np.mean(predicted == labels[:, k : k + 1], axis=0)
+      accuracy[:, k] = np.mean(predicted == labels[:, k : k + 1], axis=0)
+      continue
+    breaks, winner = _envelope(w[k, :, :width], b[k, :, :width])
+    for d in range(x.shape[1]):
+      predicted = winner[d, np.searchsorted(breaks[d], sorted_x[:, d])]
+      accuracy[d, k] = np.mean(predicted == labels[order[:, d], k])
   return accuracy
