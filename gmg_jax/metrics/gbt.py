@@ -5,7 +5,7 @@ stages, learning rate 0.1, depth-3 trees, one tree per stage and class, or one f
 classes), step for step:
 - start: the log prior (multiclass; softmax is shift invariant) or the prior log-odds (binary);
 - each stage: residuals = one-hot labels - probabilities, one regression tree per class grown
-  depth-first to depth 3 on float32 codes, each node split where the residuals' squared error
+  to depth 3 on float32 codes, each node split where the residuals' squared error
   drops most (`squared_error`: maximize S_L^2 / n_L + S_R^2 / n_R over all thresholds halfway
   between consecutive node values more than 1e-7 apart, min 1 sample per leaf, no split of a
   node with < 2 samples or impurity <= float64 eps);
@@ -50,7 +50,7 @@ def _grow_tree(order, sorted_values, columns, residual, priority, max_depth):
     sorted_values: [D, N] each feature's values in that order (float32).
     columns: [D, N] the features (float32).
     residual: [N] float64 targets.
-    priority: [2^depth - 1, D] random keys: ties between features go to the smaller key.
+    priority: [2^max_depth - 1, D] random keys: ties between features go to the smaller key.
     max_depth: depth of the tree.
 
   Returns:
