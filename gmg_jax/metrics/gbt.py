@@ -214,7 +214,7 @@ def fit_predict(
     codes_train: [N, D] codes (cast to float32, as sklearn's trees do).
     labels: [N] class indices in [0, num_classes).
     codes_test: [M, D] codes.
-    num_classes: number of classes (two fit one tree per stage).
+    num_classes: number of classes, >= 2 (two fit one tree per stage; DCI checks this).
     rng: draws the tie-breaking order of the features at every node.
     num_stages: boosting stages (GradientBoostingClassifier's `n_estimators`).
 
