@@ -13,6 +13,11 @@ the *same arrays* to disentanglement_lib's internals and to `gmg_jax.metrics` in
 - Modularity / explicitness: `compute_modularity_explicitness` itself (it has no array-level
   entry point, so a replay dataset hands it our arrays in order) vs
   `metrics.modularity_explicitness`, plus the per-factor explicitness.
+- IRS, unsupervised scores: `compute_irs` (also with a constant dim) and `unsupervised_metrics`
+  fed our arrays by the replay dataset vs `metrics.irs` / `unsupervised`, and IRS's matrix.
+- UDR: the four representations as four models of the same inputs, fixed KLs (one below
+  0.01): `compute_udr_sklearn` (lasso, spearman, lasso unfiltered; 1000 points) on recorded
+  batches vs `metrics.udr`; `relative_strength_disentanglement` with 0/0 and NaN entries.
 - FactorVAE / BetaVAE: our sampling uses JAX keys, so only the post-sampling computation is
   comparable. disentanglement_lib's `compute_factor_vae` / `compute_beta_vae_sklearn` run on a
   small numpy dataset (observation = factors and Gaussian noise, drawn with its RandomState)
@@ -27,7 +32,7 @@ disentanglement_lib leaves its scikit-learn estimators unseeded (`GradientBoosti
 scikit-learn version, so the numbers are comparable; disentanglement_lib's published numbers
 came from an older scikit-learn with other defaults (e.g. liblinear `LogisticRegression`).
 
-Only the seven metric modules are imported (no TensorFlow). Their top-level imports need
+Only the metric modules and UDR's are imported (no TensorFlow). Their top-level imports need
 `gin.tf`, `absl.logging`, `six` and scikit-learn: `gin` is always replaced here by a no-op stub
 (`@gin.configurable(...)` returns the function unchanged, `gin.REQUIRED` is a sentinel),
 because the real `gin.tf` imports TensorFlow; the gin-bound values of disentanglement_lib's
@@ -37,7 +42,8 @@ instead. `six` is stubbed only if it is not installed.
 
 Exits with status 1 if any compared value differs by more than its tolerance (1e-6 for
 scores, 0 for counts and labels); `num_active_dims` is reported but not compared, as ours
-counts the active dims on purpose (disentanglement_lib reports the mask's length). When DCI
+counts the active dims on purpose (disentanglement_lib reports the mask's length for FactorVAE
+and the sum of the active codes' values for IRS). When DCI
 disagrees, dlib's DCI is also run with `GradientBoostingClassifier(random_state=--seed)` for
 every factor (rows tagged `[dlib GBC(...)]`, not compared) to tell a random-stream difference
 from a real one.
@@ -59,6 +65,7 @@ import importlib
 import pathlib
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -75,14 +82,11 @@ CODE_DIM = 4
 NUM_BINS = 20  # disentanglement_lib's `discretizer.num_bins`
 PRUNE_THRESHOLD = 0.05  # disentanglement_lib's `prune_dims.threshold`
 TOL = 1e-6
-DLIB_MODULES = (
-  "utils",
-  "dci",
-  "mig",
-  "sap_score",
-  "modularity_explicitness",
-  "factor_vae",
-  "beta_vae",
+IRS_TOLS = (("IRS", TOL), ("num_active_dims", None))  # dlib sums the values: not compared
+DLIB_MODULES = (  # under disentanglement_lib.evaluation
+  *(f"metrics.{n}" for n in ("utils", "dci", "mig", "sap_score", "irs", "unsupervised_metrics")),
+  *(f"metrics.{n}" for n in ("modularity_explicitness", "factor_vae", "beta_vae")),
+  "udr.metrics.udr",
 )
 
 
@@ -126,10 +130,10 @@ def import_dlib(path: str) -> types.SimpleNamespace:
   sys.path.insert(0, str(root))
   modules = {}
   for name in DLIB_MODULES:
-    module = importlib.import_module(f"disentanglement_lib.evaluation.metrics.{name}")
+    module = importlib.import_module(f"disentanglement_lib.evaluation.{name}")
     if root not in pathlib.Path(module.__file__).resolve().parents:
       raise SystemExit(f"imported {module.__file__}, not the checkout at {root}")
-    modules[name] = module
+    modules[name.rsplit(".", 1)[-1]] = module
   # The gin bindings of disentanglement_lib's study configs, bound here instead.
   utils = modules["utils"]
   utils.make_discretizer = functools.partial(
@@ -279,9 +283,12 @@ def scalar(case: str, key: str, dlib: Any, ours: Any, tol: float | None = TOL) -
 
 
 def array(case: str, key: str, dlib: np.ndarray, ours: np.ndarray, tol: float = TOL) -> Row:
-  """max |dlib - ours| of two arrays (inf if their shapes differ)."""
+  """max |dlib - ours| of two arrays (NaN in both counts 0; inf if shapes or NaNs differ)."""
   dlib, ours = np.asarray(dlib, np.float64), np.asarray(ours, np.float64)
-  diff = float(np.max(np.abs(dlib - ours))) if dlib.shape == ours.shape else np.inf
+  diff = np.inf
+  if dlib.shape == ours.shape:
+    diffs = np.where(np.isnan(dlib) & np.isnan(ours), 0.0, np.abs(dlib - ours))
+    diff = float(np.max(np.nan_to_num(diffs, nan=np.inf), initial=0.0))
   return Row(case, key, f"array{list(dlib.shape)}", f"array{list(ours.shape)}", diff, tol)
 
 
@@ -378,6 +385,55 @@ def check_modularity_explicitness(dlib, case, train, test, seed) -> list[Row]:
   rows.append(array(case, "explicitness_per_factor_train", [r[2][0] for r in log], train_auc))
   rows.append(array(case, "explicitness_per_factor_test", [r[2][1] for r in log], test_auc))
   return rows
+
+
+def check_irs_unsupervised(dlib, case, codes, factors, seed) -> list[Row]:
+  rows, constant = [], codes.copy()
+  constant[:, 0] = 0.5
+  for suffix, irs_codes in (("", codes), ("_constant_dim0", constant)):
+    data, random_state = ReplayData(factors, irs_codes), np.random.RandomState(seed)
+    theirs = dlib.irs.compute_irs(data, np.asarray, random_state, None, 0.99, len(codes), 16)
+    ours = metrics.irs(irs_codes, factors, num_bins=NUM_BINS, mode="exact")
+    rows += [scalar(case, f"irs/{k}{suffix}", theirs[k], ours[k], t) for k, t in IRS_TOLS]
+  binned = metrics.histogram_discretize(factors, NUM_BINS, mode="exact")
+  theirs = dlib.irs.scalable_disentanglement_score(binned, codes, 0.99)
+  ours = metrics.irs_matrix(binned, codes, 0.99)
+  rows += [array(case, f"irs/{k}", theirs[k], ours[k]) for k in ("IRS_matrix", "max_deviations")]
+  theirs = dlib.unsupervised_metrics.unsupervised_metrics(
+    ReplayData(factors, codes), np.asarray, np.random.RandomState(seed), None, len(codes)
+  )
+  ours = metrics.unsupervised(codes, num_bins=NUM_BINS, mode="exact")
+  return rows + [scalar(case, f"unsupervised/{k}", theirs[k], ours[k]) for k in theirs]
+
+
+def check_udr(dlib, models: list[Representation], seed: int) -> list[Row]:
+  # A fixed KL per latent: the code's variance (z uniform in [-1, 1], unit noise).
+  kls = [np.sum(m.mixing**2, axis=0) / 3.0 + m.noise**2 for m in models]
+  rows, case = [], "udr(4 models)"
+  for correlation, filter_low_kl in (("lasso", True), ("spearman", True), ("lasso", False)):
+    tag = f"{correlation}{'' if filter_low_kl else ',no_kl_filter'}"
+    encoders = [RecordingRepresentation(m) for m in models]
+    functions = [lambda x, e=e, kl=kl: (e(x), kl) for e, kl in zip(encoders, kls, strict=True)]
+    with warnings.catch_warnings():  # 0/0 and constant-input warnings from a zeroed latent
+      warnings.simplefilter("ignore", RuntimeWarning)
+      theirs = dlib.udr.compute_udr_sklearn(
+        NumpyData(), functions, np.random.RandomState(seed), 10, 1000, correlation, filter_low_kl
+      )
+    codes = [np.concatenate(e.calls).astype(np.float64) for e in encoders]
+    ours = metrics.udr(codes, kls, correlation=correlation, filter_low_kl=filter_low_kl)
+    pairwise = np.asarray(theirs["pairwise_disentanglement_scores"])[..., 0]
+    rows += [
+      array(case, f"udr/{tag}/model_scores", theirs["model_scores"], ours["model_scores"]),
+      array(case, f"udr/{tag}/pairwise_scores", pairwise, ours["pairwise_scores"]),
+      array(case, f"udr/{tag}/correlations", theirs["raw_correlations"], ours["correlations"]),
+    ]
+  matrices = np.abs(np.random.RandomState(seed).normal(size=(20, 5, 4)))
+  matrices[::3, :, 1] = 0.0  # all-zero columns: 0/0
+  matrices[1::3, 2, :] = np.nan  # NaN rows, as Spearman gives for a zeroed latent
+  with np.errstate(invalid="ignore"):
+    theirs = [dlib.udr.relative_strength_disentanglement(m) for m in matrices]
+  ours = [metrics.relative_strength(m) for m in matrices]
+  return [*rows, array(case, "udr/relative_strength(20 random 5x4)", theirs, ours)]
 
 
 def check_factor_vae(dlib, case, representation, seed, sizes) -> list[Row]:
@@ -499,8 +555,10 @@ def main() -> None:
     rows += check_mig(dlib, case, *train)
     rows += check_sap(dlib, case, train, test, args.seed)
     rows += check_modularity_explicitness(dlib, case, train, test, args.seed)
+    rows += check_irs_unsupervised(dlib, case, *train, args.seed)
     rows += check_factor_vae(dlib, case, representation, args.seed, sampled_sizes)
     rows += check_beta_vae(dlib, case, representation, args.seed, sampled_sizes)
+  rows += check_udr(dlib, representations(args.seed), args.seed)
 
   print(
     f"disentanglement_lib from {args.dlib}; {num_train} train / {num_test} test codes "

@@ -1,7 +1,8 @@
 """Entry point: compute named metrics of a representation on a ground-truth dataset.
 
-The array metrics (DCI, MIG, SAP, modularity/explicitness) share one train set of `num_train`
-and one test set of `num_test` random samples, encoded once; the FactorVAE and BetaVAE scores
+The array metrics (DCI, MIG, SAP, modularity/explicitness, IRS, the unsupervised scores) share
+one train set of `num_train` and one test set of `num_test` random samples, encoded once (IRS
+and the unsupervised scores read only the train set); the FactorVAE and BetaVAE scores
 draw their own fixed-factor batches. disentanglement_lib draws a fresh set per metric; sharing
 one is statistically the same and encodes 4x fewer images.
 """
@@ -19,7 +20,9 @@ from gmg_jax.metrics import sampled
 from gmg_jax.metrics.dci import dci
 from gmg_jax.metrics.explicitness import modularity_explicitness
 from gmg_jax.metrics.information import check_mode, mig
+from gmg_jax.metrics.irs import irs
 from gmg_jax.metrics.sap import sap
+from gmg_jax.metrics.unsupervised import unsupervised
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -31,6 +34,8 @@ ARRAY_METRICS: dict[str, Callable[[Split, Split, str, int], dict]] = {
   "modularity_explicitness": lambda train, test, mode, seed: modularity_explicitness(
     *train, *test, mode=mode
   ),
+  "irs": lambda train, test, mode, seed: irs(*train, mode=mode),
+  "unsupervised": lambda train, test, mode, seed: unsupervised(train[0], mode=mode),
 }
 SAMPLED_METRICS = ("factor_vae", "beta_vae")
 METRIC_NAMES = (*ARRAY_METRICS, *SAMPLED_METRICS)
