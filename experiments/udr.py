@@ -77,6 +77,10 @@ def udr_of_runs(
   """
   if len(workdirs) < 2:
     raise ValueError(f"UDR compares runs: got {len(workdirs)} workdir(s), need >= 2")
+  paths = [os.path.abspath(w) for w in workdirs]
+  twice = sorted({w for w in paths if paths.count(w) > 1})
+  if twice:
+    raise ValueError(f"Workdirs listed more than once: {twice}; each run gets its own udr.json.")
   runs = [load_run(workdir) for workdir in workdirs]
   data_configs = [run[0].data.to_dict() for run in runs]
   for workdir, data_config in zip(workdirs[1:], data_configs[1:], strict=True):
@@ -115,7 +119,7 @@ def udr_of_runs(
       "udr": float(scores["model_scores"][index]),
       "step": int(run[2].step),
       "index": index,
-      "workdirs": [os.path.abspath(w) for w in workdirs],
+      "workdirs": paths,
       "pairwise_scores": scores["pairwise_scores"].tolist(),
       "kl": kl.tolist(),
       "num_active_latents": int(np.sum(kl > kl_filter_threshold)),

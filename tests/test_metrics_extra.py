@@ -388,3 +388,5 @@ def test_udr_experiment_scores_runs_and_writes_udr_json(tiny, tmp_path):
   assert "UDR" in udr_experiment.format_table(workdirs, records)
   with pytest.raises(ValueError, match="need >= 2"):
     udr_experiment.udr_of_runs(workdirs[:1], load_run=runs.get)
+  with pytest.raises(ValueError, match="more than once"):
+    udr_experiment.udr_of_runs([workdirs[0], workdirs[0] + "/"], load_run=runs.get)
