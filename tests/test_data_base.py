@@ -86,6 +86,8 @@ def test_get_dataset_registry_and_unknown_name():
     "mpi3d_real",
     "smallnorb",
     "cars3d",
+    "npz",
+    "hdf5",
   }
   with pytest.raises(ValueError, match="valid names.*cars3d"):
     data.get_dataset(types.SimpleNamespace(name="mnist"))

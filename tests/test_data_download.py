@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import socket
 import threading
 
 import pytest
@@ -136,3 +137,59 @@ def test_every_dataset_has_a_pinned_digest():
     "smallnorb",
     "cars3d",
   } <= set(download.REMOTE_FILES)
+
+
+def _closed_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _sha(data):
+  return hashlib.sha256(data).hexdigest()
+
+
+def test_mirrors_tried_in_order_until_one_has_the_pinned_file(server, tmp_path):
+  url, root = server
+  (root / "other.bin").write_bytes(b"not the file")
+  remote = download.RemoteFile(
+    (f"{url}/missing.bin", f"{url}/other.bin", f"{url}/blob.bin"), "x/blob.bin", _sha(PAYLOAD)
+  )
+  dest = tmp_path / "data" / "x" / "blob.bin"
+  assert download.download_mirrors(remote, str(dest), progress=False) == str(dest)
+  assert dest.read_bytes() == PAYLOAD  # 404, then a wrong hash (skipped), then the good one
+  assert sorted(os.listdir(dest.parent)) == ["blob.bin"]  # no partial file left
+
+
+def test_all_mirrors_failing_names_every_url_the_destination_and_the_manual_fix(
+  server, tmp_path, monkeypatch, capsys
+):
+  url, root = server
+  (root / "other.bin").write_bytes(b"not the file")
+  dead = f"http://127.0.0.1:{_closed_port()}/blob.bin"  # connection refused, like offline
+  urls = (dead, f"{url}/missing.bin", f"{url}/other.bin")
+  remote = download.RemoteFile(urls, "x/blob.bin", md5=hashlib.md5(PAYLOAD).hexdigest())
+  monkeypatch.setattr(download, "REMOTE_FILES", {"toy": (remote,)})
+  assert download.main(["toy", f"--data_dir={tmp_path / 'data'}"]) == 1
+  err = capsys.readouterr().err
+  dest = tmp_path / "data" / "x" / "blob.bin"
+  for u in urls:
+    assert u in err
+  assert "Connection refused" in err and "404" in err and "checksum mismatch" in err
+  assert f"copy it to\n  {dest}" in err and hashlib.md5(PAYLOAD).hexdigest() in err
+  assert not dest.exists()
+  # Placed by hand as the message says, the same command checks it and succeeds offline.
+  dest.write_bytes(PAYLOAD)
+  monkeypatch.setattr(
+    download, "REMOTE_FILES", {"toy": (download.RemoteFile(dead, "x/blob.bin", _sha(PAYLOAD)),)}
+  )
+  assert download.main(["toy", f"--data_dir={tmp_path / 'data'}"]) == 0
+
+
+def test_mpi3d_maintainers_current_bucket_first_old_one_kept():
+  for variant in ("toy", "realistic", "real"):
+    (remote,) = download.REMOTE_FILES[f"mpi3d_{variant}"]
+    assert remote.urls == (
+      f"https://storage.googleapis.com/mpi3d_disentanglement_dataset/data/mpi3d_{variant}.npz",
+      f"https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/mpi3d_{variant}.npz",
+    )

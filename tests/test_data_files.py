@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import os
+import pickle
 import struct
 import tracemalloc
 
@@ -237,3 +238,46 @@ def test_corrupt_and_wrong_files_say_what_was_expected(tmp_path):
     files.load_files("mpi3d_toy", str(tmp_path), spec=_spec("mpi3d_toy", (5, 1, 1, 1, 1, 1, 1)))
   with pytest.raises(ValueError, match="64x64"):
     files.load_files("shapes3d", str(tmp_path), image_size=32)
+
+
+class _Payload:
+  """Unpickling this runs code: it creates the file `marker`."""
+
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return (exec, (f"open({self.marker!r}, 'w').close()",))
+
+
+def test_planted_pickles_and_garbage_never_run_and_name_the_fix(tmp_path):
+  marker = tmp_path / "payload_ran"
+  blob = pickle.dumps(_Payload(marker))
+  pickle.loads(blob)  # the payload is live
+  assert marker.exists()
+  marker.unlink()
+  root = tmp_path / "data"
+  dsprites = root / "dsprites" / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+  mpi3d = root / "mpi3d_toy" / "mpi3d_toy.npz"
+  shapes3d = root / "shapes3d" / "3dshapes.h5"
+  cases = [
+    ("dsprites", dsprites, "dsprites"),
+    ("mpi3d_toy", mpi3d, "mpi3d_toy"),
+    ("mpi3d_toy", mpi3d.with_suffix(".npy"), "mpi3d_toy"),  # the converted memory map
+    ("shapes3d", shapes3d, "shapes3d"),
+  ]
+  for name, path, command in cases:
+    for content in (blob, b"\x93NUMPY garbage" * 50):
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_bytes(content)
+      with pytest.raises(DataFileError) as err:
+        data.get_dataset(_cfg(name, root))
+      msg = str(err.value)
+      assert str(path) in msg and "delete it and download it again" in msg
+      assert f"python -m gmg_jax.data.download {command} --data_dir={root}" in msg
+    path.unlink()
+  # A pickle inside the dSprites archive (an object `imgs`) is refused too.
+  np.savez(dsprites, imgs=np.array([_Payload(marker)]), latents_classes=np.zeros((1, 6), int))
+  with pytest.raises(DataFileError, match="not a readable dSprites .npz"):
+    data.get_dataset(_cfg("dsprites", root))
+  assert not marker.exists()

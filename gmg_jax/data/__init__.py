@@ -2,7 +2,9 @@
 
 `get_dataset(config.data)` is the entry point. `data_config` fields:
   name: a key of `DATASETS` ("dsprites_procedural", "shapes3d_procedural", "dsprites",
-    "shapes3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "smallnorb", "cars3d").
+    "shapes3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "smallnorb", "cars3d"), or
+    "npz" / "hdf5" for a researcher's own file (see `gmg_jax.data.custom`).
+  path: the file read by "npz" and "hdf5".
   source: "files" (default) or "tfds" (dsprites, shapes3d, smallnorb); ignored for procedural.
   data_dir: "" = `$GMG_DATA_DIR`, then ~/gmg_data.
   image_size: image side (any for procedural sets; 64 for the real ones, SmallNORB and Cars3D
@@ -21,13 +23,14 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from gmg_jax.data import files, procedural
+from gmg_jax.data import custom, files, procedural
 from gmg_jax.data.base import (
   ArrayDataset,
   DataFileError,
   GroundTruthDataset,
   HostArrayDataset,
 )
+from gmg_jax.data.custom import HostTableDataset, TableDataset
 from gmg_jax.data.procedural import ProceduralDataset
 
 __all__ = [
@@ -36,7 +39,9 @@ __all__ = [
   "DataFileError",
   "GroundTruthDataset",
   "HostArrayDataset",
+  "HostTableDataset",
   "ProceduralDataset",
+  "TableDataset",
   "get_dataset",
 ]
 
@@ -73,10 +78,20 @@ def _procedural(make: Callable[[int], ProceduralDataset], data_config: Any) -> P
   return make(int(getattr(data_config, "image_size", 64)))
 
 
+def _table(fmt: str, data_config: Any) -> GroundTruthDataset:
+  return custom.load_table(
+    getattr(data_config, "path", "") or "",
+    fmt,
+    on_device=getattr(data_config, "on_device", "auto"),
+    device_budget_gb=getattr(data_config, "device_budget_gb", None),
+  )
+
+
 DATASETS: dict[str, Callable[[Any], GroundTruthDataset]] = {
   "dsprites_procedural": functools.partial(_procedural, procedural.dsprites_procedural),
   "shapes3d_procedural": functools.partial(_procedural, procedural.shapes3d_procedural),
   **{name: functools.partial(_real, name) for name in files.SPECS},
+  **{fmt: functools.partial(_table, fmt) for fmt in custom.FORMATS},
 }
 
 

@@ -2,11 +2,15 @@
 
     python -m gmg_jax.data.download NAME [NAME ...] --data_dir=DIR   (NAME may be "all")
 
-Each file is streamed into `<file>.part` (resumed with an HTTP Range request when the server
-allows it, restarted cleanly otherwise), hashed, and only renamed into place when the digest
-matches; a mismatch deletes the partial file. Archives (.gz, the Cars3D .tar.gz) are unpacked
-into a temporary name and renamed too, so an interrupted run never leaves a half file under a
-final name. Files already present are checked and skipped.
+Each file lists one or more mirror URLs, tried in order; a mirror whose file does not match
+the pinned digest is skipped like an unreachable one, and when every mirror fails the error
+names each URL tried, the destination and how to place the file by hand. Each file is streamed
+into `<file>.part` (resumed with an HTTP Range request when the server allows it, restarted
+cleanly otherwise), hashed, and only renamed into place when the digest matches; a mismatch
+deletes the partial file. Archives (.gz, the Cars3D .tar.gz) are unpacked into a temporary name
+and renamed too, so an interrupted run never leaves a half file under a final name. Files
+already present are checked and skipped, so a file copied by hand to its destination (from a
+machine with network access) is verified, unpacked and used.
 
 Pins: sha256 from TFDS's checksums.tsv (dSprites .hdf5, 3dshapes.h5, SmallNORB). Where no
 published sha256 was found the published md5 is pinned instead (dSprites .npz, Cars3D, MPI3D;
@@ -19,6 +23,7 @@ import argparse
 import dataclasses
 import gzip
 import hashlib
+import http.client
 import os
 import shutil
 import sys
@@ -40,18 +45,27 @@ class RemoteFile:
   """One published file.
 
   Attributes:
-    url: where it is published.
+    urls: mirrors where it is published, tried in order (a single str is one mirror).
     path: where the downloaded file goes, relative to the data directory.
     sha256: pinned sha256 hex digest (preferred).
     md5: pinned md5 hex digest, used only when no sha256 is known.
     unpack: None, "gunzip" (-> path without .gz) or "cars_tar" (-> cars/*.mat).
   """
 
-  url: str
+  urls: tuple[str, ...]
   path: str
   sha256: str | None = None
   md5: str | None = None
   unpack: str | None = None
+
+  def __post_init__(self):
+    if isinstance(self.urls, str):
+      object.__setattr__(self, "urls", (self.urls,))
+
+  @property
+  def pin(self) -> str:
+    """The pinned digest, e.g. "sha256 0a0f...", as error messages show it."""
+    return f"sha256 {self.sha256}" if self.sha256 else f"md5 {self.md5}"
 
 
 _NORB_URL = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/"
@@ -63,7 +77,11 @@ _NORB_SHA256 = {  # TFDS tensorflow_datasets/datasets/smallnorb/checksums.tsv
   ("01235", "testing", "cat"): "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff",
   ("01235", "testing", "info"): "16adf314226327ee006d1a44db8cfef52773c06c829951d5653a9f6f310248a2",
 }
-_MPI3D_URL = "https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/"
+# The maintainers moved the files in 2024; the old bucket (dead since 2023) stays as a mirror.
+_MPI3D_URLS = (
+  "https://storage.googleapis.com/mpi3d_disentanglement_dataset/data/",
+  "https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/",
+)
 _MPI3D_MD5 = {
   "toy": "55889cb7c7dfc655d6e0277beee88868",
   "realistic": "59a6225b88b635365f70c91b3e52f70f",
@@ -74,21 +92,30 @@ _DSPRITES = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64"
 REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
   "dsprites": (
     RemoteFile(
-      f"https://github.com/deepmind/dsprites-dataset/raw/master/{_DSPRITES}.npz",
+      (
+        f"https://github.com/google-deepmind/dsprites-dataset/raw/master/{_DSPRITES}.npz",
+        f"https://github.com/deepmind/dsprites-dataset/raw/master/{_DSPRITES}.npz",
+      ),
       f"dsprites/{_DSPRITES}.npz",
       md5="7da33b31b13a06f4b04a70402ce90c2e",
     ),
   ),
   "dsprites_hdf5": (
     RemoteFile(
-      f"https://github.com/deepmind/dsprites-dataset/raw/master/{_DSPRITES}.hdf5",
+      (
+        f"https://github.com/google-deepmind/dsprites-dataset/raw/master/{_DSPRITES}.hdf5",
+        f"https://github.com/deepmind/dsprites-dataset/raw/master/{_DSPRITES}.hdf5",
+      ),
       f"dsprites/{_DSPRITES}.hdf5",
       sha256="729fa22e884c9c500e1f17415d580746b4c5894fbbb780a1319bbcfa39a745bb",
     ),
   ),
   "shapes3d": (
     RemoteFile(
-      "https://storage.googleapis.com/3d-shapes/3dshapes.h5",
+      (
+        "https://storage.googleapis.com/3d-shapes/3dshapes.h5",
+        "https://storage.googleapis.com/storage/v1/b/3d-shapes/o/3dshapes.h5?alt=media",
+      ),
       "shapes3d/3dshapes.h5",
       sha256="0a0f6ed98baff276a50f3a081a7434d788da63cb135a98189b2a5b5769be1785",
     ),
@@ -96,7 +123,9 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
   **{
     f"mpi3d_{variant}": (
       RemoteFile(
-        f"{_MPI3D_URL}mpi3d_{variant}.npz", f"mpi3d_{variant}/mpi3d_{variant}.npz", md5=md5
+        tuple(f"{base}mpi3d_{variant}.npz" for base in _MPI3D_URLS),
+        f"mpi3d_{variant}/mpi3d_{variant}.npz",
+        md5=md5,
       ),
     )
     for variant, md5 in _MPI3D_MD5.items()
@@ -123,6 +152,10 @@ REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
 
 class ChecksumError(RuntimeError):
   """A downloaded file does not match its pinned digest."""
+
+
+class DownloadError(OSError):
+  """No mirror of a file gave the pinned file; the message names every URL tried."""
 
 
 def _digest(path: str, algorithm: str) -> str:
@@ -203,6 +236,37 @@ def download_file(
   return dest
 
 
+def download_mirrors(remote: RemoteFile, dest: str, progress: bool = True) -> str:
+  """Downloads `remote` to `dest` from the first mirror that serves the pinned file.
+
+  Args:
+    remote: the file and its mirrors.
+    dest: final path.
+    progress: show a tqdm bar.
+
+  Returns:
+    `dest`.
+
+  Raises:
+    DownloadError: every mirror failed (unreachable, HTTP error or wrong digest); the message
+      names each URL with its error, the destination and how to place the file by hand.
+  """
+  failures = []
+  for url in remote.urls:
+    try:
+      return download_file(url, dest, remote.sha256, remote.md5, progress)
+    except (OSError, http.client.HTTPException, ChecksumError) as e:
+      reason = f"checksum mismatch (expected {remote.pin})" if isinstance(e, ChecksumError) else e
+      failures.append(f"  {url}\n    -> {reason}")
+  raise DownloadError(
+    f"Could not download {os.path.basename(dest)}; tried {len(remote.urls)} URL(s):\n"
+    + "\n".join(failures)
+    + f"\nTo place it by hand, fetch it from one of these URLs on a machine with network "
+    f"access and copy it to\n  {dest}\nthen run the same command again: it checks the file "
+    f"({remote.pin}) and unpacks it if needed."
+  )
+
+
 def _gunzip(src: str, dest: str) -> None:
   tmp = dest + ".tmp"
   with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
@@ -255,7 +319,7 @@ def fetch(
     if remote.unpack == "cars_tar" and os.path.isdir(os.path.join(data_dir, "cars")):
       out.append(os.path.join(data_dir, "cars"))
       continue
-    download_file(remote.url, dest, remote.sha256, remote.md5, progress)
+    download_mirrors(remote, dest, progress)
     if remote.unpack == "gunzip":
       _gunzip(dest, dest[: -len(".gz")])
       os.remove(dest)
@@ -282,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
       for path in fetch(name, data_dir):
         print(f"{name}: {path}")
-    except (ChecksumError, OSError) as e:
+    except (ChecksumError, OSError, http.client.HTTPException) as e:
       print(f"{name}: FAILED: {e}", file=sys.stderr)
       return 1
   return 0

@@ -44,6 +44,7 @@ from gmg_jax.data.base import (
   DataFileError,
   GroundTruthDataset,
   HostArrayDataset,
+  default_data_dir,
   grid_index,
   search_dirs,
 )
@@ -144,6 +145,13 @@ SPECS: dict[str, Spec] = {
 }
 
 
+def unreadable_reason(error: BaseException) -> str:
+  """An exception's text for "not a readable file (...)", without numpy's advice to unpickle."""
+  if "pickle" in str(error).lower():
+    return "it holds pickled data, which gmg_jax never loads: loading it could run code"
+  return str(error)
+
+
 def _check(ok: bool, path: str, expected: str) -> None:
   if not ok:
     raise DataFileError(f"{path}: expected {expected}.")
@@ -232,8 +240,10 @@ def read_dsprites_npz(path: str, spec: Spec) -> np.ndarray:
   Returns:
     [N, 64, 64, 1] uint8 images in {0, 255}, grid order.
   """
+  # Never unpickle: the `metadata` member is a pickled dict and is not read, and a pickle
+  # planted at this path fails in np.load instead of running.
   try:
-    with np.load(path, encoding="latin1", allow_pickle=True) as npz:
+    with np.load(path, allow_pickle=False) as npz:
       _check(
         {"imgs", "latents_classes"} <= set(npz.files),
         path,
@@ -243,7 +253,7 @@ def read_dsprites_npz(path: str, spec: Spec) -> np.ndarray:
   except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
     if isinstance(e, DataFileError):
       raise
-    raise DataFileError(f"{path}: not a readable dSprites .npz ({e}); re-download it.") from e
+    raise DataFileError(f"{path}: not a readable dSprites .npz ({unreadable_reason(e)}).") from e
   return _finish_dsprites(images, classes, spec, path)
 
 
@@ -260,7 +270,7 @@ def read_dsprites_hdf5(path: str, spec: Spec) -> np.ndarray:
       )
       images, classes = f["imgs"][()], f["latents/classes"][()]
   except OSError as e:
-    raise DataFileError(f"{path}: not a readable HDF5 file ({e}); re-download it.") from e
+    raise DataFileError(f"{path}: not a readable HDF5 file ({e}).") from e
   return _finish_dsprites(images, classes, spec, path)
 
 
@@ -296,7 +306,7 @@ def read_shapes3d(path: str, spec: Spec) -> np.ndarray:
       _check_images(f["images"], spec, path)
       images, labels = f["images"][()], f["labels"][()]
   except OSError as e:
-    raise DataFileError(f"{path}: not a readable HDF5 file ({e}); re-download it.") from e
+    raise DataFileError(f"{path}: not a readable HDF5 file ({e}).") from e
   _check(
     labels.shape == (spec.num_images, 6),
     path,
@@ -307,7 +317,7 @@ def read_shapes3d(path: str, spec: Spec) -> np.ndarray:
   return to_grid_order(images, classes.reshape(labels.shape), spec, path)
 
 
-def _npz_member_offset(path: str, member: str) -> tuple[int, tuple[int, ...], np.dtype, bool]:
+def npz_member_offset(path: str, member: str) -> tuple[int, tuple[int, ...], np.dtype, bool]:
   """Byte offset, shape, dtype and Fortran order of an uncompressed .npz member's data."""
   with open(path, "rb") as f:
     with zipfile.ZipFile(f) as zf:
@@ -321,6 +331,7 @@ def _npz_member_offset(path: str, member: str) -> tuple[int, tuple[int, ...], np
       version, np.lib.format.read_array_header_2_0
     )
     shape, fortran, dtype = read_header(f)
+    _check(not dtype.hasobject, path, f"a numeric {member!r}, got a pickled object array")
     return f.tell(), shape, dtype, fortran
 
 
@@ -333,6 +344,7 @@ def _stream_npz_member_to_npy(path: str, member: str, out_path: str) -> None:
       version, np.lib.format.read_array_header_2_0
     )
     shape, fortran, dtype = read_header(src)
+    _check(not dtype.hasobject, path, f"a numeric {member!r}, got a pickled object array")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape, fortran_order=fortran)
     flat = out.reshape(-1, order="F" if fortran else "C")
     chunk = 1 << 24
@@ -357,14 +369,14 @@ def open_mpi3d(path: str, spec: Spec) -> np.ndarray:
   """
   try:
     if path.endswith(".npy"):
-      images = np.load(path, mmap_mode="r")
+      images = np.load(path, mmap_mode="r", allow_pickle=False)
     else:
       with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         _check("images.npy" in names, path, f"key 'images', got {names}")
         stored = zf.getinfo("images.npy").compress_type == zipfile.ZIP_STORED
       if stored:
-        offset, shape, dtype, fortran = _npz_member_offset(path, "images.npy")
+        offset, shape, dtype, fortran = npz_member_offset(path, "images.npy")
         _check(
           os.path.getsize(path) >= offset + math.prod(shape) * dtype.itemsize,
           path,
@@ -377,11 +389,11 @@ def open_mpi3d(path: str, spec: Spec) -> np.ndarray:
         npy = os.path.splitext(path)[0] + ".npy"
         if not os.path.exists(npy):
           _stream_npz_member_to_npy(path, "images.npy", npy)
-        images = np.load(npy, mmap_mode="r")
+        images = np.load(npy, mmap_mode="r", allow_pickle=False)
   except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
     if isinstance(e, DataFileError):
       raise
-    raise DataFileError(f"{path}: not a readable MPI3D file ({e}); re-download it.") from e
+    raise DataFileError(f"{path}: not a readable MPI3D file ({unreadable_reason(e)}).") from e
   _check_images(images, spec, path)
   return images
 
@@ -522,6 +534,28 @@ def _device_budget_bytes(budget_gb: float | None) -> int:
   return 8 * 2**30
 
 
+def wants_device(
+  nbytes: int, on_device: Any = "auto", device_budget_gb: float | None = None
+) -> bool:
+  """Whether images of `nbytes` go on the device (see the module docstring).
+
+  Args:
+    nbytes: size of the uint8 images.
+    on_device: "auto" | True | "device" | False | "host".
+    device_budget_gb: budget for "auto"; None = half the accelerator memory (8 GiB on CPU).
+  """
+  if on_device == "auto":
+    return nbytes <= _device_budget_bytes(device_budget_gb)
+  if isinstance(on_device, str):
+    _check(
+      on_device in ("device", "host"),
+      "data.on_device",
+      f"'auto', 'device', 'host' or a bool, got {on_device!r}",
+    )
+    return on_device == "device"
+  return bool(on_device)
+
+
 def place(
   images: np.ndarray, spec: Spec, on_device: Any = "auto", device_budget_gb: float | None = None
 ) -> GroundTruthDataset:
@@ -536,15 +570,7 @@ def place(
   Returns:
     The dataset.
   """
-  if on_device == "auto":
-    on_device = images.nbytes <= _device_budget_bytes(device_budget_gb)
-  elif isinstance(on_device, str):
-    _check(
-      on_device in ("device", "host"),
-      "data.on_device",
-      f"'auto', 'device', 'host' or a bool, got {on_device!r}",
-    )
-    on_device = on_device == "device"
+  on_device = wants_device(images.nbytes, on_device, device_budget_gb)
   fields = dict(
     name=spec.name,
     factor_names=spec.factor_names,
@@ -603,5 +629,20 @@ def load_files(
   if image_size != 64 and name not in _RESIZABLE:
     raise ValueError(f"{name} is stored at 64x64; got data.image_size={image_size}.")
   paths = [find_file(name, rel, data_dir) for rel in spec.files]
-  images = _READERS[name](paths, spec, image_size)
+  try:
+    images = _READERS[name](paths, spec, image_size)
+  except DataFileError as e:
+    raise DataFileError(f"{e}\n{_redownload_hint(name, paths[0], data_dir)}") from e
   return place(images, spec, on_device, device_budget_gb)
+
+
+def _redownload_hint(name: str, path: str, data_dir: str | None) -> str:
+  """How to replace a damaged file: delete it, then the download command for its directory."""
+  root = next(
+    (d for d in search_dirs(data_dir) if path.startswith(d + os.sep)), default_data_dir(data_dir)
+  )
+  download_name = "dsprites_hdf5" if path.endswith(".hdf5") else name
+  return (
+    "If the file named above is damaged or not the original, delete it and download it again:\n"
+    f"  python -m gmg_jax.data.download {download_name} --data_dir={root}"
+  )

@@ -54,6 +54,26 @@ def check_names(names: Sequence[str], mode: str) -> None:
     )
 
 
+def check_dataset(names: Sequence[str], dataset: Any) -> None:
+  """Raises a ValueError if `dataset` cannot give the fixed-factor samples a metric needs.
+
+  The FactorVAE and BetaVAE scores render images with chosen factor values, which needs every
+  factor combination in the data; a dataset that is not a complete grid (a researcher's own
+  file, `gmg_jax.data.custom`) says why in `grid_problem`.
+  """
+  names = (names,) if isinstance(names, str) else tuple(names)
+  problem = getattr(dataset, "grid_problem", None)
+  wanted = [name for name in names if name in SAMPLED_METRICS]
+  if wanted and problem:
+    available = tuple(name for name in names if name in ARRAY_METRICS) or tuple(ARRAY_METRICS)
+    raise ValueError(
+      f"Metrics {wanted} intervene on factors and need every factor combination in the "
+      f"dataset, but {getattr(dataset, 'name', 'the dataset')!r} is not a complete grid: "
+      f"{problem}. Metrics available on it: {tuple(ARRAY_METRICS)}; e.g. "
+      f'--config.eval.metrics="{available}".'
+    )
+
+
 def compute_metrics(
   names: Sequence[str],
   dataset: Any,
@@ -88,6 +108,7 @@ def compute_metrics(
     {name: {score key: value}}.
   """
   check_names(names, mode)
+  check_dataset(names, dataset)
   key_train, key_test, key_sampled = jax.random.split(key, 3)
   run = dict(batch_size=encode_batch_size, progress=progress)
   splits = None
