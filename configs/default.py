@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = "shapes3d_procedural"  # A key of gmg_jax.data.DATASETS.
   config.data.source = "files"  # "files" (original files) or "tfds"; procedural sets ignore it.
   config.data.data_dir = ""  # "" = $GMG_DATA_DIR, then ~/gmg_data.
+  config.data.path = ""  # name="npz"/"hdf5": your own dataset file (README Data section).
   config.data.image_size = 64  # Image side; procedural sets render at any multiple of 16.
   config.data.on_device = "auto"  # Keep the images on the accelerator: "auto", True or False.
   # Device memory budget (GB) of on_device="auto"; None: half the accelerator's memory.
