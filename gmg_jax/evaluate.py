@@ -6,12 +6,14 @@ periodically). CLI, for a saved run:
   python -m gmg_jax.evaluate --workdir=/tmp/gmg [--metrics=dci,mig] [--mode=exact]
 
 Writes, in the workdir: `metrics.json` (the latest evaluation, written atomically),
-`eval.jsonl` (one record per evaluation) and `pictures/` (reconstructions, latent traversals,
-metric curves).
+`eval.jsonl` (one record per evaluation) and `pictures/` (reconstructions, latent traversals
+as labelled PNG grids and GIFs, the GW plan of a GMG run, metric curves). TensorBoard (and W&B,
+see `gmg_jax.logging`) get the same pictures and the run's hyperparameters.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any
@@ -22,28 +24,113 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from gmg_jax import gmg as gmg_lib
 from gmg_jax import metrics as metrics_lib
-from gmg_jax import sharding, viz
+from gmg_jax import objectives, sharding, viz
 from gmg_jax.logging import MetricWriter, read_jsonl, write_json_atomic
+from gmg_jax.models import to_float
 
 _NUM_PICTURE_IMAGES = 8
+# Images whose encoder means and log-variances give each dim's traversal range and KL.
+_NUM_POSTERIOR_IMAGES = 512
+_NUM_TRAVERSAL_VALUES = 9
+_NUM_GIF_CODES = 4
+# entropic_gw_plan's solver budget fields of the regularizer config.
+_GW_SOLVER_FIELDS = (
+  "init",
+  "max_iterations",
+  "threshold",
+  "sinkhorn_max_iterations",
+  "sinkhorn_threshold",
+  "warm_start",
+)
+
+
+def _per_dim_kl(mu: jax.Array, logvar: jax.Array) -> np.ndarray:
+  """[D] batch mean of KL(q(z_d|x) || N(0, 1)) per dim (the objective's KL, one dim at a time)."""
+  return np.asarray(jax.vmap(objectives.gaussian_kl, in_axes=1)(mu[..., None], logvar[..., None]))
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "epsilon_stat", "solver"))
+def _gw_plan(
+  x: jax.Array,
+  y: jax.Array,
+  epsilon_0: float,
+  *,
+  cost: str,
+  epsilon_stat: str,
+  solver: tuple[tuple[str, Any], ...],
+) -> tuple[jax.Array, jax.Array]:
+  """The plan `gmg.gromov_monge_gap(x, y, ...)` solves for (same costs, epsilon rule, solver)."""
+  cost_xx, cost_yy = gmg_lib.cost_matrix(x, cost), gmg_lib.cost_matrix(y, cost)
+  epsilon = gmg_lib.scaled_epsilon(cost_xx, cost_yy, epsilon_0, epsilon_stat)
+  plan, converged, _, _ = gmg_lib.entropic_gw_plan(cost_xx, cost_yy, epsilon, **dict(solver))
+  return plan, converged
+
+
+def _gw_plan_picture(
+  config: ml_collections.ConfigDict, vae: nnx.Module, images: Any, mu: jax.Array, key: jax.Array
+) -> np.ndarray:
+  """The GW plan of the regularized map on one batch, as the regularizer sees it in training.
+
+  Decoder: codes sampled from q(z|x) -> the decoder's image (`regularizer.target`); encoder:
+  images -> encoder means.
+  """
+  reg = config.regularizer
+  n = min(int(config.train.batch_size), len(mu))
+  if reg.on == "encoder":
+    x, y = to_float(images[:n]), mu[:n]
+  else:
+    x = objectives.sample_codes(vae, images[:n], key)
+    logits = jax.jit(lambda z: vae.decode(z))(x)
+    y = jax.nn.sigmoid(logits) if reg.target == "mean" else logits
+  solver = tuple((f, reg[f]) for f in _GW_SOLVER_FIELDS if f in reg)
+  plan, converged = _gw_plan(
+    x, y, float(reg.epsilon_0), cost=reg.cost, epsilon_stat=reg.epsilon_stat, solver=solver
+  )
+  title = f"GW plan of the {reg.on}, {reg.cost}, n={n}, epsilon_0={reg.epsilon_0:g}"
+  if not bool(converged):
+    title += " (not converged)"
+  return viz.gw_plan_picture(np.asarray(plan), title=title)
 
 
 def _write_pictures(
-  vae: nnx.Module, dataset: Any, key: jax.Array, pictures_dir: str, step: int
-) -> None:
-  images, _ = dataset.sample_batch(key, _NUM_PICTURE_IMAGES)
-  mu, _ = jax.jit(lambda x: vae.encode(x))(images)
+  config: ml_collections.ConfigDict,
+  vae: nnx.Module,
+  dataset: Any,
+  key: jax.Array,
+  pictures_dir: str,
+  step: int,
+) -> dict[str, np.ndarray]:
+  """Writes this evaluation's pictures to `pictures_dir` and returns them by name.
+
+  Reconstructions and traversals (models with a decoder): a PNG grid of one image's code, a
+  row per dim sorted by KL and labelled (`viz.labelled_traversal`), and a GIF of a few codes
+  sweeping every dim at once, each dim over the 2nd..98th percentile of its encoder means on
+  `_NUM_POSTERIOR_IMAGES` images. GMG runs: the GW plan of the regularized map on one batch.
+  """
+  images, _ = dataset.sample_batch(key, _NUM_POSTERIOR_IMAGES)
+  mu, logvar = jax.jit(lambda x: vae.encode(x))(images)
   os.makedirs(pictures_dir, exist_ok=True)
-  viz.save_png(
-    os.path.join(pictures_dir, f"traversal_{step:08d}.png"),
-    viz.latent_traversal_grid(jax.jit(lambda z: jax.nn.sigmoid(vae.decode(z))), np.asarray(mu[:2])),
-  )
-  reconstructions = jax.nn.sigmoid(jax.jit(lambda z: vae.decode(z))(mu))
-  viz.save_png(
-    os.path.join(pictures_dir, f"reconstructions_{step:08d}.png"),
-    viz.reconstruction_grid(images, reconstructions),
-  )
+  pictures = {}
+  if vae.decoder is not None:
+    decode_mean = jax.jit(lambda z: jax.nn.sigmoid(vae.decode(z)))
+    codes = np.asarray(mu)
+    values = viz.traversal_values(*viz.traversal_range(codes), _NUM_TRAVERSAL_VALUES)
+    kl = _per_dim_kl(mu, logvar)
+    pictures["traversal"], order = viz.labelled_traversal(decode_mean, codes[0], values, kl)
+    viz.save_gif(
+      os.path.join(pictures_dir, f"traversal_{step:08d}.gif"),
+      viz.traversal_frames(decode_mean, codes[:_NUM_GIF_CODES], values, order),
+    )
+    pictures["reconstructions"] = viz.reconstruction_grid(
+      images[:_NUM_PICTURE_IMAGES], decode_mean(mu[:_NUM_PICTURE_IMAGES])
+    )
+  if config.regularizer.name == "gmg":
+    pictures["gw_plan"] = _gw_plan_picture(config, vae, images, mu, jax.random.fold_in(key, 1))
+  for name, picture in pictures.items():
+    viz.save_png(os.path.join(pictures_dir, f"{name}_{step:08d}.png"), picture)
+  return pictures
 
 
 def evaluate_and_write(
@@ -96,12 +183,13 @@ def evaluate_and_write(
   if jax.process_index() != 0:
     return record
   write_json_atomic(os.path.join(workdir, "metrics.json"), record)
-  writer = MetricWriter(workdir, "eval")
+  writer = MetricWriter(workdir, "eval", config=config)
   writer.write(step, {f"{m}/{k}": v for m, values in scores.items() for k, v in values.items()})
-  writer.close()
   pictures = os.path.join(workdir, "pictures")
-  if config.eval.pictures and vae.decoder is not None:
-    _write_pictures(vae, dataset, key, pictures, step)
+  if config.eval.pictures:
+    images = _write_pictures(config, vae, dataset, key, pictures, step)
+    writer.write_images(step, {f"pictures/{k}": v for k, v in images.items()})
+  writer.close()
   history = read_jsonl(os.path.join(workdir, "eval.jsonl"))
   if len(history) > 1:
     viz.plot_metric_curves(history, os.path.join(pictures, "metric_curves.png"))
