@@ -281,3 +281,20 @@ def test_planted_pickles_and_garbage_never_run_and_name_the_fix(tmp_path):
   with pytest.raises(DataFileError, match="not a readable dSprites .npz"):
     data.get_dataset(_cfg("dsprites", root))
   assert not marker.exists()
+
+
+def test_every_np_load_in_the_package_refuses_pickles():
+  import ast
+  import pathlib
+
+  import gmg_jax
+
+  calls = []
+  for path in pathlib.Path(gmg_jax.__file__).parent.rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Call) and ast.unparse(node.func) in ("np.load", "numpy.load"):
+        kwargs = {k.arg: k.value for k in node.keywords}
+        safe = isinstance(kwargs.get("allow_pickle"), ast.Constant)
+        calls.append((str(path), node.lineno, safe and kwargs["allow_pickle"].value is False))
+  assert len(calls) >= 3  # files.py (dSprites, MPI3D .npy) and custom.py
+  assert all(ok for *_, ok in calls), [c for c in calls if not c[2]]
