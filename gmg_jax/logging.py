@@ -53,6 +53,9 @@ class MetricWriter:
     self._wandb = None
     if not self._active:
       return
+    logging_config = None if config is None else config.get("logging", None)
+    if logging_config is not None and logging_config.get("wandb_project", ""):
+      self._wandb = WandbWriter(workdir, logging_config, config)  # fails before any file is made
     os.makedirs(workdir, exist_ok=True)
     self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
     if tensorboard:
@@ -62,12 +65,8 @@ class MetricWriter:
         SummaryWriter = None
       if SummaryWriter is not None:
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", name))
-    if config is not None:
-      if self._tb is not None:
-        _write_hparams(self._tb, config)
-      logging_config = config.get("logging", None)
-      if logging_config is not None and logging_config.get("wandb_project", ""):
-        self._wandb = WandbWriter(workdir, logging_config, config)
+    if config is not None and self._tb is not None:
+      _write_hparams(self._tb, config)
 
   def truncate_after(self, step: int) -> None:
     """Drops records past `step` (a resumed run recomputes them), rewriting the file atomically."""

@@ -231,6 +231,7 @@ def test_wandb_missing_says_how_to_install(tiny, tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
   config = logging_config(tiny(), wandb_project="gmg-test")
   with pytest.raises(ImportError, match=r'pip install -e "\.\[wandb\]"'):
-    logging_lib.MetricWriter(str(tmp_path), config=config)
+    logging_lib.MetricWriter(str(tmp_path / "run"), config=config)
+  assert not (tmp_path / "run").exists()  # failed before writing anything
   # W&B off: no import is attempted.
   logging_lib.MetricWriter(str(tmp_path), config=logging_config(tiny(), wandb_project="")).close()
