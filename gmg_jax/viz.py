@@ -199,10 +199,6 @@ def traversal_cells(
   return images.reshape(*sweep.shape[:3], *images.shape[1:])
 
 
-def _label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-  return ImageFont.load_default()
-
-
 def labelled_grid(
   cells: Any, labels: Sequence[str], *, padding: int = 1, min_row_height: int = 14
 ) -> np.ndarray:
@@ -228,14 +224,16 @@ def labelled_grid(
   scale = max(1, -(-min_row_height // cells.shape[2]))
   cells = np.repeat(np.repeat(cells, scale, axis=2), scale, axis=3)
   grid = image_grid(cells, padding=padding)
-  font = _label_font()
+  font = ImageFont.load_default()
   label_width = 4 + max(int(np.ceil(font.getlength(label))) for label in labels)
   canvas = Image.new("RGB", (label_width + grid.shape[1], grid.shape[0]), (255, 255, 255))
   draw = ImageDraw.Draw(canvas)
   row_height = cells.shape[2] + padding
   for r, label in enumerate(labels):
     middle = padding + r * row_height + cells.shape[2] // 2
-    draw.text((2, middle), label, fill=(0, 0, 0), font=font, anchor="lm")
+    # Centred by the text's own box: text anchors need FreeType, the bitmap fallback has none.
+    box = font.getbbox(label)
+    draw.text((2, middle - (box[1] + box[3]) // 2), label, fill=(0, 0, 0), font=font)
   picture = np.asarray(canvas)
   if grid.shape[-1] == 1:
     picture = picture[..., :1]
