@@ -235,3 +235,18 @@ def test_wandb_missing_says_how_to_install(tiny, tmp_path, monkeypatch):
   assert not (tmp_path / "run").exists()  # failed before writing anything
   # W&B off: no import is attempted.
   logging_lib.MetricWriter(str(tmp_path), config=logging_config(tiny(), wandb_project="")).close()
+
+
+def test_per_dim_kl_of_the_traversal_labels():
+  import jax.numpy as jnp
+
+  from gmg_jax import evaluate, objectives
+
+  rng = np.random.default_rng(3)
+  mu = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+  logvar = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+  kl = evaluate._per_dim_kl(mu, logvar)
+  mu_np, logvar_np = np.asarray(mu), np.asarray(logvar)
+  by_hand = np.mean(0.5 * (mu_np**2 + np.exp(logvar_np) - logvar_np - 1.0), axis=0)
+  np.testing.assert_allclose(kl, by_hand, rtol=1e-5)
+  np.testing.assert_allclose(kl.sum(), objectives.gaussian_kl(mu, logvar), rtol=1e-5)
