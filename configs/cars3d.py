@@ -8,11 +8,8 @@ Files: `python -m gmg_jax.data.download cars3d --data_dir=DIR`, then --config.da
 (or set GMG_DATA_DIR).
 """
 
-from configs import default
+from gmg_jax.config import dataset_config
 
 
 def get_config(arg=None):
-  config = default.get_config()
-  config.data.name = "cars3d"
-  config.objective.dataset_size = 17_568
-  return default.apply_variants(config, arg)
+  return dataset_config("cars3d", arg)

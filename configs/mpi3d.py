@@ -10,11 +10,8 @@ Files: `python -m gmg_jax.data.download mpi3d_toy --data_dir=DIR`, then --config
 (or set GMG_DATA_DIR).
 """
 
-from configs import default
+from gmg_jax.config import dataset_config
 
 
 def get_config(arg=None):
-  config = default.get_config()
-  config.data.name = "mpi3d_toy"
-  config.objective.dataset_size = 1_036_800
-  return default.apply_variants(config, arg)
+  return dataset_config("mpi3d_toy", arg)

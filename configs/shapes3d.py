@@ -8,11 +8,8 @@ Files: `python -m gmg_jax.data.download shapes3d --data_dir=DIR`, then --config.
 (or set GMG_DATA_DIR).
 """
 
-from configs import default
+from gmg_jax.config import dataset_config
 
 
 def get_config(arg=None):
-  config = default.get_config()
-  config.data.name = "shapes3d"
-  config.objective.dataset_size = 480_000
-  return default.apply_variants(config, arg)
+  return dataset_config("shapes3d", arg)

@@ -8,11 +8,8 @@ Files: `python -m gmg_jax.data.download smallnorb --data_dir=DIR`, then --config
 (or set GMG_DATA_DIR).
 """
 
-from configs import default
+from gmg_jax.config import dataset_config
 
 
 def get_config(arg=None):
-  config = default.get_config()
-  config.data.name = "smallnorb"
-  config.objective.dataset_size = 48_600
-  return default.apply_variants(config, arg)
+  return dataset_config("smallnorb", arg)

@@ -137,7 +137,7 @@ def collect(root: str) -> list[dict[str, Any]]:
         "seed": int(match.group(1)),
         "step": int(record.get("step", -1)),
       }
-      row.update(flatten({k: v for k, v in record.items() if k != "step"}))
+      row.update(flatten({k: v for k, v in record.items() if k not in ("step", "sources")}))
       row.update(_train_diagnostics(os.path.join(config_dir, seed_dir, "metrics.jsonl")))
       rows.append(row)
   rows.sort(key=lambda r: (r["config"], r["seed"]))

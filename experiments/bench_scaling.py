@@ -29,15 +29,15 @@ import subprocess
 import sys
 import time
 
+from gmg_jax.config import get_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = {"plain": None, "gmg_global": "global", "gmg_local": "local"}
 
 
 def _config(args: argparse.Namespace, mode: str, batch_size: int):
-  from configs import default
-
   variants = "runlocal" + (",gmg_cos_decoder" if MODES[mode] else "")
-  config = default.get_config(variants)
+  config = get_config(variants)
   config.data.image_size = args.image_size
   config.model.arch = args.arch
   config.train.batch_size = batch_size
@@ -121,7 +121,6 @@ def main() -> None:
   parser.add_argument("--image_size", type=int, default=32)
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
-  sys.path.insert(0, ROOT)
   if args.worker:
     _worker(args)
     return

@@ -10,17 +10,13 @@ the table reports the median step time and its ratio to the plain beta-VAE step.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import default  # noqa: E402
 from gmg_jax import data, train  # noqa: E402
+from gmg_jax.config import get_config  # noqa: E402
 
 VARIANTS = (
   "none",
@@ -36,7 +32,7 @@ VARIANTS = (
 
 
 def _setup(variant: str, args: argparse.Namespace):
-  config = default.get_config("" if variant == "none" else variant)
+  config = get_config("" if variant == "none" else variant)
   config.data.image_size = args.image_size
   config.train.batch_size = args.batch_size
   config.regularizer.epsilon_0 = args.epsilon_0

@@ -166,8 +166,6 @@ def _parse_value(text: str):
 
 def load_config(config_file: str, run: Run):
   """The resolved config of a run (the dataset config's `get_config(variant)` + overrides)."""
-  if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
   path = os.path.join(ROOT, config_file) if not os.path.isabs(config_file) else config_file
   spec = importlib.util.spec_from_file_location("_sweep_config", path)
   module = importlib.util.module_from_spec(spec)

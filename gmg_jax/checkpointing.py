@@ -3,7 +3,8 @@
 Layout in the workdir:
   checkpoints/<step>/   Orbax composite: "state" (parameters, optimizer states, RNG, step) and
                         "meta" (the config as JSON and the data position).
-  config.json           the run's config, written once; a resume compares against it.
+  config.json           the run's config, written once the run has started (after a successful
+                        restore or a fresh start); a resume compares against it first.
 
 Resume order: the workdir's own latest checkpoint, then `config.train.init_from` (another
 workdir's latest checkpoint: parameters and optimizer state, step counted on from there), then
@@ -21,6 +22,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from gmg_jax import config as config_lib
+from gmg_jax.config import ConfigError
 from gmg_jax.logging import write_json_atomic
 
 # Fields that may change between a run and its resumption.
@@ -37,29 +40,23 @@ _RESUMABLE_CHANGES = (
 
 
 def make_manager(workdir: str, train_config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  """A CheckpointManager in `<workdir>/checkpoints` saving every `checkpoint_every` steps."""
+  """A CheckpointManager of `<workdir>/checkpoints` keeping `max_checkpoints`; creates nothing.
+
+  The directory is made by `write_config`, once the run has started; the trainer decides when to
+  save (`save` always writes).
+  """
   return ocp.CheckpointManager(
     os.path.join(os.path.abspath(workdir), "checkpoints"),
-    options=ocp.CheckpointManagerOptions(
-      max_to_keep=train_config.max_checkpoints,
-      save_interval_steps=train_config.checkpoint_every,
-    ),
+    options=ocp.CheckpointManagerOptions(max_to_keep=train_config.max_checkpoints, create=False),
   )
 
 
-def save(
-  manager: ocp.CheckpointManager,
-  step: int,
-  state: Any,
-  meta: dict[str, Any],
-  *,
-  force: bool = False,
-) -> bool:
-  """Saves (asynchronously) if the manager's policy, or `force`, says so."""
-  return manager.save(
+def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict[str, Any]) -> None:
+  """Saves `state` and `meta` at `step` (asynchronously; `wait_until_finished` to join)."""
+  manager.save(
     step,
     args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-    force=force,
+    force=True,
   )
 
 
@@ -77,6 +74,31 @@ def restore(
   return restored.state, restored.meta
 
 
+def _leaf_name(path: tuple[Any, ...]) -> str:
+  return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def shape_mismatches(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> list[str]:
+  """Arrays whose stored shape differs from `abstract_state`'s (or exist on one side only).
+
+  Reads only the checkpoint's metadata, so a state that does not fit is found without a restore.
+  """
+  metadata = ocp.StandardCheckpointHandler().metadata(manager.directory / str(step) / "state")
+  stored = {
+    _leaf_name(path): tuple(leaf.shape)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(metadata)
+  }
+  wanted = {
+    _leaf_name(path): tuple(leaf.shape)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(abstract_state)
+  }
+  return [
+    f"{name}: stored {stored.get(name, 'absent')}, this config {wanted.get(name, 'absent')}"
+    for name in sorted(set(stored) | set(wanted))
+    if stored.get(name) != wanted.get(name)
+  ]
+
+
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   if isinstance(tree, dict):
     out = {}
@@ -87,40 +109,57 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """Dotted keys whose values differ, ignoring the fields a resumed run may change."""
+  """Dotted keys whose values differ, ignoring the fields a resumed run may change.
+
+  A field the saved config lacks (added to the code after the run started) counts only when the
+  current value is not the field's default.
+  """
   a, b = _flatten(saved), _flatten(json.loads(json.dumps(current)))
-  keys = sorted(set(a) | set(b))
+  defaults = _flatten(json.loads(json.dumps(config_lib.get_config().to_dict())))
   return [
     k
-    for k in keys
-    if a.get(k) != b.get(k) and not any(k == f or k.startswith(f + ".") for f in _RESUMABLE_CHANGES)
+    for k in sorted(set(a) | set(b))
+    if a.get(k, defaults.get(k)) != b.get(k)
+    and not any(k == f or k.startswith(f + ".") for f in _RESUMABLE_CHANGES)
   ]
 
 
-def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Writes `config.json`, or checks that a run already in `workdir` used the same config.
+def _saved_config(workdir: str) -> dict[str, Any] | None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Checks that a run already in `workdir` used the same config (reads only).
 
   Raises:
-    ValueError: the workdir holds a run with a different config (names the keys and the
+    ConfigError: the workdir holds a run with a different config (names the keys and the
       override that forces the resume).
   """
-  path = os.path.join(workdir, "config.json")
+  saved = _saved_config(workdir)
+  if saved is None or config.train.resume_with_changed_config:
+    return
   current = config.to_dict()
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-    diff = config_differences(saved, current)
-    if diff and not config.train.resume_with_changed_config:
-      details = ", ".join(
-        f"{k}: {_flatten(saved).get(k)!r} -> {_flatten(json.loads(json.dumps(current))).get(k)!r}"
-        for k in diff
-      )
-      raise ValueError(
-        f"{workdir} holds a run with a different config ({details}). Use a new --workdir, or "
-        "resume anyway with --config.train.resume_with_changed_config=True."
-      )
-    if not diff:
-      return
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(path, current)
+  diff = config_differences(saved, current)
+  if diff:
+    before, after = _flatten(saved), _flatten(json.loads(json.dumps(current)))
+    details = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in diff)
+    raise ConfigError(
+      f"{workdir} holds a run with a different config ({details}). Use a new --workdir, or "
+      "resume anyway with --config.train.resume_with_changed_config=True."
+    )
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Creates the workdir and writes `config.json` when it is missing or differs (process 0).
+
+  Call it once the run has started: a run that fails before leaves the workdir as it was.
+  """
+  os.makedirs(os.path.join(workdir, "checkpoints"), exist_ok=True)
+  current = config.to_dict()
+  saved = _saved_config(workdir)
+  if jax.process_index() == 0 and (saved is None or config_differences(saved, current)):
+    write_json_atomic(os.path.join(workdir, "config.json"), current)

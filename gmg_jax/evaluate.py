@@ -1,206 +1,32 @@
-"""Evaluation: encode a dataset, compute the disentanglement metrics, write metrics and pictures.
-
-Library: `evaluate_and_write(config, workdir, graphdef, state, dataset)` (the trainer calls it
-periodically). CLI, for a saved run:
+r"""Scores a saved run: restores a checkpoint, computes metrics, writes metrics and pictures.
 
   python -m gmg_jax.evaluate --workdir=/tmp/gmg [--metrics=dci,mig] [--mode=exact]
+  python -m gmg_jax.evaluate --workdir=/tmp/gmg --step=all     # every kept checkpoint, curves
 
-Writes, in the workdir: `metrics.json` (the latest evaluation, written atomically),
-`eval.jsonl` (one record per evaluation) and `pictures/` (reconstructions, latent traversals
-as labelled PNG grids and GIFs, the GW plan of a GMG run, metric curves). TensorBoard (and W&B,
-see `gmg_jax.logging`) get the same pictures and the run's hyperparameters.
+Values merge into the run's metrics.json (the trainer's other metrics stay; "sources" says which
+step, mode and sample sizes each value came from); every evaluation is appended to eval.jsonl
+and `pictures/metric_curves.png` plots them. The library behind it is `gmg_jax.evaluation`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Any
 
-import jax
 import ml_collections
-import numpy as np
+from absl import flags
 from flax import nnx
-from jax.sharding import Mesh
 
-from gmg_jax import gmg as gmg_lib
-from gmg_jax import metrics as metrics_lib
-from gmg_jax import objectives, sharding, viz
-from gmg_jax.logging import MetricWriter, read_jsonl, write_json_atomic
-from gmg_jax.models import to_float
-
-_NUM_PICTURE_IMAGES = 8
-# Images whose encoder means and log-variances give each dim's traversal range and KL.
-_NUM_POSTERIOR_IMAGES = 512
-_NUM_TRAVERSAL_VALUES = 9
-_NUM_GIF_CODES = 4
-# entropic_gw_plan's solver budget fields of the regularizer config.
-_GW_SOLVER_FIELDS = (
-  "init",
-  "max_iterations",
-  "threshold",
-  "sinkhorn_max_iterations",
-  "sinkhorn_threshold",
-  "warm_start",
-)
+from gmg_jax import checkpointing, cli, evaluation, train
+from gmg_jax import data as data_lib
+from gmg_jax.config import ConfigError
 
 
-def _per_dim_kl(mu: jax.Array, logvar: jax.Array) -> np.ndarray:
-  """[D] batch mean of KL(q(z_d|x) || N(0, 1)) per dim (the objective's KL, one dim at a time)."""
-  return np.asarray(jax.vmap(objectives.gaussian_kl, in_axes=1)(mu[..., None], logvar[..., None]))
-
-
-@functools.partial(jax.jit, static_argnames=("cost", "epsilon_stat", "solver"))
-def _gw_plan(
-  x: jax.Array,
-  y: jax.Array,
-  epsilon_0: float,
-  *,
-  cost: str,
-  epsilon_stat: str,
-  solver: tuple[tuple[str, Any], ...],
-) -> tuple[jax.Array, jax.Array]:
-  """The plan `gmg.gromov_monge_gap(x, y, ...)` solves for (same costs, epsilon rule, solver)."""
-  cost_xx, cost_yy = gmg_lib.cost_matrix(x, cost), gmg_lib.cost_matrix(y, cost)
-  epsilon = gmg_lib.scaled_epsilon(cost_xx, cost_yy, epsilon_0, epsilon_stat)
-  plan, converged, _, _ = gmg_lib.entropic_gw_plan(cost_xx, cost_yy, epsilon, **dict(solver))
-  return plan, converged
-
-
-def _gw_plan_picture(
-  config: ml_collections.ConfigDict, vae: nnx.Module, images: Any, mu: jax.Array, key: jax.Array
-) -> np.ndarray:
-  """The GW plan of the regularized map on one batch, as the regularizer sees it in training.
-
-  Decoder: codes sampled from q(z|x) -> the decoder's image (`regularizer.target`); encoder:
-  images -> encoder means.
-  """
-  reg = config.regularizer
-  n = min(int(config.train.batch_size), len(mu))
-  if reg.on == "encoder":
-    x, y = to_float(images[:n]), mu[:n]
-  else:
-    x = objectives.sample_codes(vae, images[:n], key)
-    logits = jax.jit(lambda z: vae.decode(z))(x)
-    y = jax.nn.sigmoid(logits) if reg.target == "mean" else logits
-  solver = tuple((f, reg[f]) for f in _GW_SOLVER_FIELDS if f in reg)
-  plan, converged = _gw_plan(
-    x, y, float(reg.epsilon_0), cost=reg.cost, epsilon_stat=reg.epsilon_stat, solver=solver
-  )
-  title = f"GW plan of the {reg.on}, {reg.cost}, n={n}, epsilon_0={reg.epsilon_0:g}"
-  if not bool(converged):
-    title += " (not converged)"
-  return viz.gw_plan_picture(np.asarray(plan), title=title)
-
-
-def _write_pictures(
-  config: ml_collections.ConfigDict,
-  vae: nnx.Module,
-  dataset: Any,
-  key: jax.Array,
-  pictures_dir: str,
-  step: int,
-) -> dict[str, np.ndarray]:
-  """Writes this evaluation's pictures to `pictures_dir` and returns them by name.
-
-  Reconstructions and traversals (models with a decoder): a PNG grid of one image's code, a
-  row per dim sorted by KL and labelled (`viz.labelled_traversal`), and a GIF of a few codes
-  sweeping every dim at once, each dim over the 2nd..98th percentile of its encoder means on
-  `_NUM_POSTERIOR_IMAGES` images. GMG runs: the GW plan of the regularized map on one batch.
-  """
-  images, _ = dataset.sample_batch(key, _NUM_POSTERIOR_IMAGES)
-  mu, logvar = jax.jit(lambda x: vae.encode(x))(images)
-  os.makedirs(pictures_dir, exist_ok=True)
-  pictures = {}
-  if vae.decoder is not None:
-    decode_mean = jax.jit(lambda z: jax.nn.sigmoid(vae.decode(z)))
-    codes = np.asarray(mu)
-    values = viz.traversal_values(*viz.traversal_range(codes), _NUM_TRAVERSAL_VALUES)
-    kl = _per_dim_kl(mu, logvar)
-    pictures["traversal"], order = viz.labelled_traversal(decode_mean, codes[0], values, kl)
-    viz.save_gif(
-      os.path.join(pictures_dir, f"traversal_{step:08d}.gif"),
-      viz.traversal_frames(decode_mean, codes[:_NUM_GIF_CODES], values, order),
-    )
-    pictures["reconstructions"] = viz.reconstruction_grid(
-      images[:_NUM_PICTURE_IMAGES], decode_mean(mu[:_NUM_PICTURE_IMAGES])
-    )
-  if config.regularizer.name == "gmg":
-    pictures["gw_plan"] = _gw_plan_picture(config, vae, images, mu, jax.random.fold_in(key, 1))
-  for name, picture in pictures.items():
-    viz.save_png(os.path.join(pictures_dir, f"{name}_{step:08d}.png"), picture)
-  return pictures
-
-
-def evaluate_and_write(
-  config: ml_collections.ConfigDict,
-  workdir: str,
-  graphdef: nnx.GraphDef,
-  state: Any,
-  dataset: Any,
-  *,
-  mesh: Mesh | None = None,
-  progress: bool = False,
-) -> dict[str, Any]:
-  """Scores the encoder mean of `state` and writes metrics and pictures (process 0 writes).
-
-  Encoding is data parallel over `mesh` and the codes are gathered on every process
-  (`sharding.sharded_map`), so every process must call this together; each then computes the
-  same metrics from the same codes.
-
-  Args:
-    config: the run's config (`config.eval` holds the metric names and sizes).
-    workdir: the run's directory.
-    graphdef: graph definition of the train state's modules.
-    state: a `train.TrainState`, replicated on `mesh` or on one device.
-    dataset: the run's dataset, host-local (`sharding.host_local` of a replicated one).
-    mesh: devices to encode on (default: `sharding.make_mesh()`, all devices).
-    progress: show progress bars.
-
-  Returns:
-    The record written: {"step": s, "<metric>": {...}, ...}.
-  """
-  mesh = sharding.make_mesh() if mesh is None else mesh
-  modules = sharding.replicate(state.modules, mesh)
-  encode_rows = sharding.sharded_map(lambda m, x: nnx.merge(graphdef, m)[0].encode(x)[0], mesh)
-  state = sharding.host_local(state)
-  vae = nnx.merge(graphdef, state.modules)[0]
-  step = int(state.step)
-  key = jax.random.fold_in(jax.random.key(config.seed), step)
-  scores = metrics_lib.compute_metrics(
-    tuple(config.eval.metrics),
-    dataset,
-    lambda images: encode_rows(modules, images),
-    key,
-    mode=config.eval.mode,
-    num_train=config.eval.num_train,
-    num_test=config.eval.num_test,
-    random_state=config.seed,
-    progress=progress,
-  )
-  record = {"step": step, **scores}
-  if jax.process_index() != 0:
-    return record
-  write_json_atomic(os.path.join(workdir, "metrics.json"), record)
-  writer = MetricWriter(workdir, "eval", config=config)
-  writer.write(step, {f"{m}/{k}": v for m, values in scores.items() for k, v in values.items()})
-  pictures = os.path.join(workdir, "pictures")
-  if config.eval.pictures:
-    images = _write_pictures(config, vae, dataset, key, pictures, step)
-    writer.write_images(step, {f"pictures/{k}": v for k, v in images.items()})
-  writer.close()
-  history = read_jsonl(os.path.join(workdir, "eval.jsonl"))
-  if len(history) > 1:
-    viz.plot_metric_curves(history, os.path.join(pictures, "metric_curves.png"))
-  return record
-
-
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any, Any]:
-  """Config, graph definition, latest restored state and dataset of a saved run."""
-  from gmg_jax import checkpointing, train
-  from gmg_jax import data as data_lib
-
+def load_run(
+  workdir: str, step: int | None = None
+) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any, Any]:
+  """Config, graph definition, restored state (at `step`, default the latest) and dataset."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(
@@ -212,37 +38,64 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any
   dataset = data_lib.get_dataset(config.data)
   graphdef, state = train.create_train_state(config, dataset.image_shape)
   manager = checkpointing.make_manager(workdir, config.train)
-  if manager.latest_step() is None:
+  steps = manager.all_steps()
+  if not steps:
     raise FileNotFoundError(
       f"{workdir} has a config but no checkpoint under {os.path.join(workdir, 'checkpoints')}."
     )
-  state, _ = checkpointing.restore(manager, state)
+  if step is not None and step not in steps:
+    raise ConfigError(f"{workdir} has no checkpoint at step {step}; it has {sorted(steps)}.")
+  state, _ = checkpointing.restore(manager, state, step)
   return config, graphdef, state, dataset
+
+
+def checkpoint_steps(workdir: str, which: str) -> list[int | None]:
+  """The steps `--step` names: [None] (latest), [N], or every kept checkpoint in order."""
+  if which == "latest":
+    return [None]
+  if which == "all":
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+      train_config = ml_collections.ConfigDict(json.load(f)["train"])
+    return sorted(checkpointing.make_manager(workdir, train_config).all_steps())
+  if not which.isdigit():
+    raise ConfigError(f"--step={which!r}: pass a step number, 'latest' or 'all'.")
+  return [int(which)]
 
 
 def main(argv: list[str]) -> None:
   del argv
-  config, graphdef, state, dataset = load_run(FLAGS.workdir)
-  with config.unlocked():
-    if FLAGS.metrics:
-      config.eval.metrics = tuple(FLAGS.metrics.split(","))
-    for name in ("mode", "num_train", "num_test"):
-      value = getattr(FLAGS, name)
-      if value is not None:
-        config.eval[name] = value
-  record = evaluate_and_write(config, FLAGS.workdir, graphdef, state, dataset, progress=True)
-  print(json.dumps(record, indent=2))
-  print(f"Wrote {os.path.join(FLAGS.workdir, 'metrics.json')}")
+  args = flags.FLAGS
+  workdir = args.workdir
+  if not os.path.exists(os.path.join(workdir, "config.json")):
+    load_run(workdir)  # Raises the "no run here" error.
+  for step in checkpoint_steps(workdir, args.step):
+    config, graphdef, state, dataset = load_run(workdir, step)
+    with config.unlocked():
+      if args.metrics:
+        config.eval.metrics = tuple(args.metrics.split(","))
+      for name in ("mode", "num_train", "num_test"):
+        if args[name].value is not None:
+          config.eval[name] = args[name].value
+    record = evaluation.evaluate_and_write(
+      config, workdir, graphdef, state, dataset, progress=True, by="evaluate"
+    )
+    print(json.dumps(record, indent=2))
+  print(f"Wrote {os.path.join(workdir, 'metrics.json')} and {os.path.join(workdir, 'eval.jsonl')}")
 
 
-if __name__ == "__main__":
-  from absl import app, flags
-
+def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Workdir of a run (holds config.json and checkpoints).")
   flags.DEFINE_string("metrics", "", "Comma-separated metric names (default: the run's).")
   flags.DEFINE_enum("mode", None, ["exact", "fast"], "Estimators (default: the run's).")
   flags.DEFINE_integer("num_train", None, "Training points (default: the run's).")
   flags.DEFINE_integer("num_test", None, "Test points (default: the run's).")
+  flags.DEFINE_string(
+    "step", "latest", "Checkpoint to score: a step number, 'latest' or 'all' (every kept one)."
+  )
   flags.mark_flag_as_required("workdir")
-  FLAGS = flags.FLAGS
-  app.run(main)
+
+
+if __name__ == "__main__":
+  # Flags are defined only when run as a program: `load_run` is importable without them.
+  _define_flags()
+  cli.run(main, __doc__, __name__)

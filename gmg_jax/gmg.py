@@ -46,12 +46,14 @@ from ott.problems.quadratic import quadratic_problem
 from ott.solvers.linear import sinkhorn
 from ott.solvers.quadratic import gromov_wasserstein
 
+from gmg_jax.registry import check_choice, lookup
+
 CostName = Literal["sqeuclidean", "scaled_sqeuclidean", "cosine"]
 StatName = Literal["mean", "max", "std"]
 
 # Guards against division by zero for zero vectors and all-equal batches.
 _TINY = 1e-12
-_INITS = ("both", "product", "identity")
+INITS = ("both", "product", "identity")
 
 
 def _flatten(z: jax.Array) -> jax.Array:
@@ -115,18 +117,24 @@ COSTS: dict[str, Callable[[jax.Array], jax.Array]] = {
   "cosine": cosine_cost,
 }
 
-_STATS: dict[str, Callable[[jax.Array], jax.Array]] = {
+EPSILON_STATS: dict[str, Callable[[jax.Array], jax.Array]] = {
   "mean": jnp.mean,
   "max": jnp.max,
   "std": jnp.std,
 }
 
 
+def min_normalized_epsilon(dtype: jnp.dtype = jnp.float32) -> float:
+  """Smallest epsilon the solver uses on mean-normalized costs (smaller ones are raised to it).
+
+  Below ~1e3 machine epsilons the kernel exp(-C / epsilon) underflows for most entries.
+  """
+  return 1e3 * float(jnp.finfo(dtype).eps)
+
+
 def cost_matrix(z: jax.Array, cost: CostName) -> jax.Array:
   """Pairwise cost matrix ``[n, n]`` of the batch ``z [n, ...]`` under the named cost."""
-  if cost not in COSTS:
-    raise ValueError(f"Unknown cost {cost!r}; choose one of {sorted(COSTS)}.")
-  return COSTS[cost](z)
+  return lookup(COSTS, cost, "cost")(z)
 
 
 def distortion(cost_xx: jax.Array, cost_yy: jax.Array) -> jax.Array:
@@ -186,10 +194,9 @@ def scaled_epsilon(
   Returns:
     Scalar epsilon (no gradient flows through it).
   """
-  if stat not in _STATS:
-    raise ValueError(f"Unknown epsilon statistic {stat!r}; choose one of {sorted(_STATS)}.")
-  sx = _STATS[stat](jax.lax.stop_gradient(cost_xx))
-  sy = _STATS[stat](jax.lax.stop_gradient(cost_yy))
+  stat_fn = lookup(EPSILON_STATS, stat, "epsilon statistic")
+  sx = stat_fn(jax.lax.stop_gradient(cost_xx))
+  sy = stat_fn(jax.lax.stop_gradient(cost_yy))
   return epsilon_0 * sx * sy
 
 
@@ -293,11 +300,10 @@ def entropic_gw_plan(
   scale_y = jnp.maximum(jnp.mean(jax.lax.stop_gradient(cost_yy)), _TINY)
   cost_xx = jax.lax.stop_gradient(cost_xx) / scale_x
   cost_yy = jax.lax.stop_gradient(cost_yy) / scale_y
-  floor = 1e3 * jnp.finfo(cost_xx.dtype).eps
+  floor = min_normalized_epsilon(cost_xx.dtype)
   normalized_epsilon = jnp.maximum(jax.lax.stop_gradient(epsilon) / (scale_x * scale_y), floor)
   n, m = cost_xx.shape[0], cost_yy.shape[0]
-  if init not in _INITS:
-    raise ValueError(f"Unknown init {init!r}; choose one of {sorted(_INITS)}.")
+  check_choice(init, INITS, "init")
   if init != "product" and n != m:
     raise ValueError(f"init={init!r} needs equal batch sizes, got {n} and {m}.")
   problem = quadratic_problem.QuadraticProblem(

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from gmg_jax.registry import lookup
+
 _KERNEL_INIT = nnx.initializers.xavier_uniform()
 _BIAS_INIT = nnx.initializers.zeros_init()
 # Spatial downsampling of the four stride-2 encoder convolutions (and upsampling of the decoder).
@@ -315,7 +317,7 @@ class Discriminator(nnx.Module):
     return self.out(h)
 
 
-_ARCHITECTURES: dict[str, tuple[Callable[..., nnx.Module], Callable[..., nnx.Module]]] = {
+ARCHITECTURES: dict[str, tuple[Callable[..., nnx.Module], Callable[..., nnx.Module]]] = {
   "conv": (
     lambda shape, cfg, rngs: ConvEncoder(shape, cfg.latent_dim, rngs=rngs),
     lambda shape, cfg, rngs: ConvDecoder(shape, cfg.latent_dim, rngs=rngs),
@@ -349,11 +351,7 @@ def make_vae(
   Raises:
     ValueError: unknown architecture, or an image shape the architecture cannot take.
   """
-  if model_config.arch not in _ARCHITECTURES:
-    raise ValueError(
-      f"Unknown model.arch {model_config.arch!r}; choose from {sorted(_ARCHITECTURES)}."
-    )
-  make_encoder, make_decoder = _ARCHITECTURES[model_config.arch]
+  make_encoder, make_decoder = lookup(ARCHITECTURES, model_config.arch, "model.arch")
   shape = tuple(int(s) for s in image_shape)
   return VAE(
     make_encoder(shape, model_config, rngs),

@@ -70,6 +70,7 @@ from ott.geometry import pointcloud
 from ott.tools import sinkhorn_divergence
 
 from gmg_jax.models import VAE, to_float
+from gmg_jax.registry import check_choice, lookup
 
 Aux = dict[str, jax.Array]
 RegularizerFn = Callable[
@@ -77,6 +78,7 @@ RegularizerFn = Callable[
   tuple[jax.Array, dict[str, Any]],
 ]
 
+DIP_TYPES = ("i", "ii")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -219,8 +221,7 @@ def dip_vae_penalty(
   Returns:
     Scalar penalty.
   """
-  if kind not in ("i", "ii"):
-    raise ValueError(f"dip_type must be 'i' or 'ii', got {kind!r}.")
+  check_choice(kind, DIP_TYPES, "objective.dip_type")
   centered = mu - jnp.mean(mu, axis=0)
   cov = centered.T @ centered / mu.shape[0]
   if kind == "ii":
@@ -432,19 +433,14 @@ def _tcvae_decomposed(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[ja
   return loss, terms
 
 
-_TCVAE_ESTIMATORS = {"dlib": _tcvae_dlib, "decomposed": _tcvae_decomposed}
+TCVAE_ESTIMATORS = {"dlib": _tcvae_dlib, "decomposed": _tcvae_decomposed}
 
 
 def _beta_tcvae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
   estimator = cfg.tcvae_estimator
   if estimator == "auto":
     estimator = "decomposed" if cfg.hfs_weight > 0 else "dlib"
-  if estimator not in _TCVAE_ESTIMATORS:
-    raise ValueError(
-      f"Unknown objective.tcvae_estimator {cfg.tcvae_estimator!r}; choose from "
-      f"{['auto', *_TCVAE_ESTIMATORS]}."
-    )
-  return _TCVAE_ESTIMATORS[estimator](ctx, cfg)
+  return lookup(TCVAE_ESTIMATORS, estimator, "objective.tcvae_estimator")(ctx, cfg)
 
 
 def _factor_vae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
@@ -467,19 +463,14 @@ def _annealed_vae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Ar
   return cfg.gamma_annealed * jnp.abs(kl - capacity), {"capacity": capacity}
 
 
-_PRIOR_MATCHING: dict[str, Callable[[_Context], jax.Array]] = {
+PRIOR_MATCHING: dict[str, Callable[[_Context], jax.Array]] = {
   "kl": lambda ctx: gaussian_kl(ctx.mu, ctx.logvar),
   "sinkhorn": lambda ctx: sinkhorn_prior_matching(ctx.z, ctx.key),
 }
 
 
 def _decoder_free(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
-  if cfg.prior_matching not in _PRIOR_MATCHING:
-    raise ValueError(
-      f"Unknown objective.prior_matching {cfg.prior_matching!r}; choose from "
-      f"{sorted(_PRIOR_MATCHING)}."
-    )
-  prior = _PRIOR_MATCHING[cfg.prior_matching](ctx)
+  prior = lookup(PRIOR_MATCHING, cfg.prior_matching, "objective.prior_matching")(ctx)
   return prior, {"prior_matching": prior}
 
 
@@ -506,12 +497,10 @@ def get_objective(name: str) -> Objective:
   Raises:
     ValueError: unknown name (the message lists the known ones).
   """
-  if name not in OBJECTIVES:
-    raise ValueError(f"Unknown objective.name {name!r}; choose from {sorted(OBJECTIVES)}.")
-  return OBJECTIVES[name]
+  return lookup(OBJECTIVES, name, "objective.name")
 
 
-_DECODER_TARGETS: dict[str, Callable[[jax.Array], jax.Array]] = {
+DECODER_TARGETS: dict[str, Callable[[jax.Array], jax.Array]] = {
   "logits": lambda logits: logits,
   "mean": jax.nn.sigmoid,
 }
@@ -525,15 +514,11 @@ def _encoder_map(model: VAE, ctx: _Context, target: str) -> tuple[Callable, jax.
 def _decoder_map(model: VAE, ctx: _Context, target: str) -> tuple[Callable, jax.Array, jax.Array]:
   if ctx.logits is None:
     raise ValueError("regularizer.on='decoder' needs a decoder; use 'encoder' for decoder_free.")
-  if target not in _DECODER_TARGETS:
-    raise ValueError(
-      f"Unknown regularizer.target {target!r}; choose from {sorted(_DECODER_TARGETS)}."
-    )
-  to_target = _DECODER_TARGETS[target]
+  to_target = lookup(DECODER_TARGETS, target, "regularizer.target")
   return (lambda z: to_target(model.decode(z))), ctx.z, to_target(ctx.logits)
 
 
-_REGULARIZED_MAPS = {"encoder": _encoder_map, "decoder": _decoder_map}
+REGULARIZED_MAPS = {"encoder": _encoder_map, "decoder": _decoder_map}
 
 
 def vae_loss(
@@ -591,12 +576,7 @@ def vae_loss(
     aux["hfs"] = hfs(mu, keys.hfs, objective_config.hfs_pairs)
     loss = loss + objective_config.hfs_weight * aux["hfs"]
   if regularizer_fn is not None and regularizer_config.name != "none":
-    if regularizer_config.on not in _REGULARIZED_MAPS:
-      raise ValueError(
-        f"Unknown regularizer.on {regularizer_config.on!r}; choose from "
-        f"{sorted(_REGULARIZED_MAPS)}."
-      )
-    map_fn, map_x, map_y = _REGULARIZED_MAPS[regularizer_config.on](
+    map_fn, map_x, map_y = lookup(REGULARIZED_MAPS, regularizer_config.on, "regularizer.on")(
       model, ctx, regularizer_config.target
     )
     value, reg_aux = regularizer_fn(map_fn, map_x, map_y, keys.regularizer)

@@ -25,11 +25,15 @@ import jax
 import jax.numpy as jnp
 
 from gmg_jax import gmg as gmg_lib
+from gmg_jax.registry import check_choice
 
 Regularizer = Callable[
   [Callable[[jax.Array], jax.Array], jax.Array, jax.Array, jax.Array],
   tuple[jax.Array, dict[str, jax.Array]],
 ]
+
+
+ESTIMATORS = ("entropic", "certified")
 
 
 def gmg(
@@ -58,8 +62,7 @@ def gmg(
   Both values are logged ("gmg" certified, "gmg_entropic").
   """
   del map_fn, key
-  if estimator not in ("entropic", "certified"):
-    raise ValueError(f"Unknown GMG estimator {estimator!r}; choose 'entropic' or 'certified'.")
+  check_choice(estimator, ESTIMATORS, "regularizer.estimator")
   gap, info = gmg_lib.gromov_monge_gap(
     x, y, cost=cost, epsilon_0=epsilon_0, epsilon_stat=epsilon_stat, **solver_kwargs
   )
@@ -144,6 +147,8 @@ REGULARIZERS: dict[str, Callable[..., tuple[jax.Array, dict[str, jax.Array]]]] =
   "jacobian": jacobian,
 }
 
+NAMES = ("none", *REGULARIZERS)
+
 # Config fields each regularizer reads; the rest of the regularizer config (name, on, weight,
 # target) belongs to the objective.
 _FIELDS = {
@@ -177,9 +182,6 @@ def make_regularizer(config: Any) -> Regularizer | None:
   name = config.name
   if name == "none":
     return None
-  if name not in REGULARIZERS:
-    raise ValueError(
-      f"Unknown regularizer {name!r}; choose one of {['none', *sorted(REGULARIZERS)]}."
-    )
+  check_choice(name, NAMES, "regularizer.name")
   kwargs = {f: config[f] for f in _FIELDS[name] if f in config}
   return functools.partial(REGULARIZERS[name], **kwargs)

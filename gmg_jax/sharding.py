@@ -38,6 +38,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from gmg_jax import regularizers
+from gmg_jax.registry import lookup
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -207,7 +208,7 @@ def _local_scope(regularizer_fn: regularizers.Regularizer, mesh: Mesh) -> regula
   return local
 
 
-_SCOPES: dict[str, Callable[[regularizers.Regularizer, Mesh], regularizers.Regularizer]] = {
+SCOPES: dict[str, Callable[[regularizers.Regularizer, Mesh], regularizers.Regularizer]] = {
   # The partitioner gathers what the solver needs; the value is the single-device one.
   "global": lambda regularizer_fn, mesh: regularizer_fn,
   "local": _local_scope,
@@ -228,8 +229,5 @@ def scoped_regularizer(
   Returns:
     A regularizer with the same signature, `(map_fn, x, y, key) -> (value, aux)`.
   """
-  if scope not in _SCOPES:
-    raise ValueError(f"Unknown regularizer.scope {scope!r}; choose from {sorted(_SCOPES)}.")
-  if regularizer_fn is None:
-    return None
-  return _SCOPES[scope](regularizer_fn, mesh)
+  scoped = lookup(SCOPES, scope, "regularizer.scope")
+  return None if regularizer_fn is None else scoped(regularizer_fn, mesh)

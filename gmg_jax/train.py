@@ -12,6 +12,7 @@ is replicated, the global batch of `train.batch_size` is split along the data ax
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -29,10 +30,35 @@ from flax import nnx, struct
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
-from gmg_jax import checkpointing, evaluate, models, objectives, regularizers, sharding
+from gmg_jax import checkpointing, checks, evaluation, models, objectives, regularizers, sharding
 from gmg_jax import data as data_lib
 from gmg_jax import metrics as metrics_lib
+from gmg_jax.config import ConfigError
 from gmg_jax.logging import MetricWriter
+
+
+class Diverged(FloatingPointError):
+  """A step produced a non-finite loss, gradient or state; it was not applied or saved."""
+
+  def __init__(self, step: int, metrics: dict[str, Any]):
+    self.step = step
+    terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()) if k != "finite")
+    super().__init__(
+      f"Non-finite loss, gradient or parameters at step {step} ({terms}). The update was not "
+      "applied and every checkpoint left holds finite parameters whose loss was finite. Resume "
+      "from the last checkpoint with a lower learning rate: add "
+      "--config.optim.learning_rate=<lower> --config.train.resume_with_changed_config=True."
+    )
+
+
+class Preempted(Exception):
+  """The run was asked to stop (SIGTERM) and saved its state; the same command resumes it."""
+
+  def __init__(self, step: int, workdir: str):
+    self.step = step
+    super().__init__(
+      f"Preempted at step {step}; the state is saved in {workdir}. Run the same command to resume."
+    )
 
 
 class TrainState(struct.PyTreeNode):
@@ -132,7 +158,9 @@ def train_step(
     The new state (the old one, with the step advanced, if anything was non-finite) and scalar
     metrics, including "finite".
   """
-  modules = nnx.merge(graphdef, state.modules)
+  # copy=True: the optimizer updates these modules in place, and `state.modules` must stay the
+  # pre-update state that a non-finite step falls back to.
+  modules = nnx.merge(graphdef, state.modules, copy=True)
   vae, optimizer = modules[:2]
   critic = modules[2] if len(modules) == 4 else None
   data_key, loss_key, critic_key = step_keys(state.rng, state.step)
@@ -148,8 +176,8 @@ def train_step(
   (loss, aux), grads = nnx.value_and_grad(objectives.vae_loss, has_aux=True)(
     vae, images, loss_key, state.step, config.objective, regularizer_fn, config.regularizer, critic
   )
-  metrics = dict(aux, grad_norm=optax.tree.norm(grads))
-  finite = jnp.isfinite(loss) & _all_finite(grads)
+  metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
+  finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"]) & _all_finite(grads)
   if critic is not None:
     # The critic sees the codes the VAE loss used, from the VAE before its update.
     codes = objectives.sample_codes(vae, images, loss_key)
@@ -162,6 +190,9 @@ def train_step(
   optimizer.update(vae, grads)
 
   updated = nnx.state(modules)
+  # A finite gradient can still give non-finite parameters or moments (a NaN or huge learning
+  # rate): the new state itself must be finite to be kept (and ever saved).
+  finite &= _all_finite(updated)
   new_modules = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state.modules)
   metrics["finite"] = finite
   return state.replace(step=state.step + 1, modules=new_modules), metrics
@@ -201,20 +232,33 @@ def host_batch(
   return np.asarray(images)
 
 
+def _restore(manager, state: TrainState) -> TrainState:
+  step = manager.latest_step()
+  mismatches = checkpointing.shape_mismatches(manager, step, state)
+  if mismatches:
+    shown = "; ".join(mismatches[:5]) + (
+      f"; ... ({len(mismatches)} in all)" * (len(mismatches) > 5)
+    )
+    raise ConfigError(
+      f"The checkpoint at step {step} in {manager.directory} does not fit this config ({shown}). "
+      "Nothing was changed; resume with the run's own config.json, or use a new --workdir."
+    )
+  restored, _ = checkpointing.restore(manager, state, step)
+  return restored
+
+
 def _resume(manager, state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
   """Workdir's latest checkpoint, then `train.init_from`, then the fresh state."""
   if manager.latest_step() is not None:
-    restored, _ = checkpointing.restore(manager, state)
-    return restored
+    return _restore(manager, state)
   if config.train.init_from:
     other = checkpointing.make_manager(config.train.init_from, config.train)
     if other.latest_step() is None:
-      raise FileNotFoundError(
+      raise ConfigError(
         f"train.init_from={config.train.init_from!r} holds no checkpoint "
         f"under {os.path.join(config.train.init_from, 'checkpoints')}."
       )
-    restored, _ = checkpointing.restore(other, state)
-    return restored
+    return _restore(other, state)
   return state
 
 
@@ -257,20 +301,38 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_batch_size(batch_size: int) -> None:
-  devices = jax.device_count()
-  if batch_size % devices:
-    raise ValueError(
-      f"train.batch_size={batch_size} is not divisible by the device count "
-      f"{devices}; use a multiple of {devices}."
-    )
+def _drop_unviable_checkpoint(manager, step: int) -> None:
+  """Deletes the checkpoint at `step` if it is the latest: its own loss came out non-finite.
+
+  The data stream is a function of (seed, step), so a run resumed from that state would meet the
+  same non-finite loss at the next step, whatever its learning rate.
+  """
+  manager.wait_until_finished()
+  if manager.latest_step() == step:
+    manager.delete(step)
 
 
-def _raise_non_finite(step: int, metrics: dict[str, Any]) -> None:
-  terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()) if k != "finite")
-  raise FloatingPointError(
-    f"Non-finite loss or gradient at step {step} ({terms}). The update was not applied and "
-    "the last checkpoint is intact; lower the learning rate or check the regularizer settings."
+def _compile_step(step_fn, state: TrainState, batch: Any):
+  """Compiles the step for the run's state and batch: shape errors surface before any write."""
+  try:
+    return step_fn.lower(state, batch).compile()
+  except Exception as e:  # noqa: BLE001 (reported with its cause, before the workdir is touched)
+    raise ConfigError(
+      f"The train step does not build for this config ({type(e).__name__}: {e}). Nothing was "
+      "written; check the model, data and regularizer fields (gmg_jax/config.py)."
+    ) from e
+
+
+def _batch_source(
+  config: ml_collections.ConfigDict, dataset: data_lib.GroundTruthDataset, rng: Any, mesh: Mesh
+) -> Callable[[int], Any]:
+  """step -> what the step takes: the jittable dataset itself, or the host batch of that step."""
+  if dataset.jittable:
+    return lambda step: dataset
+  layout = sharding.batch_sharding(mesh)
+  rng = np.asarray(sharding.host_local(rng))
+  return lambda step: sharding.host_to_global(
+    host_batch(dataset, rng, step, config.train.batch_size), layout
   )
 
 
@@ -280,32 +342,29 @@ def _train_loop(
   graphdef: nnx.GraphDef,
   state: TrainState,
   dataset: data_lib.GroundTruthDataset,
+  step_fn: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]],
   manager,
   writer: MetricWriter,
   mesh: Mesh,
-) -> TrainState:
+) -> tuple[TrainState, bool]:
   """Runs the steps from `state.step` to `train.num_steps`; owns logging, saving, evaluation.
 
   `state` (and a jittable `dataset`) are replicated on `mesh`; host code reads the first local
-  device's copy (`sharding.host_local`), which every process holds.
+  device's copy (`sharding.host_local`), which every process holds. Returns the last state and
+  whether the run was preempted.
   """
-  step_fn = make_train_step(graphdef, config, mesh)
-  layout = sharding.batch_sharding(mesh)
   local_dataset = sharding.host_local(dataset) if dataset.jittable else dataset
-  rng = np.asarray(sharding.host_local(state.rng))
+  batch_source = _batch_source(config, dataset, state.rng, mesh)
   start, num_steps = int(sharding.host_local(state.step)), config.train.num_steps
   last_log = (start, time.time())
-
-  def batch_source(step):
-    if dataset.jittable:
-      return dataset
-    return sharding.host_to_global(host_batch(dataset, rng, step, config.train.batch_size), layout)
 
   def check_and_log(done, metrics):
     nonlocal last_log
     metrics = jax.device_get(sharding.host_local(metrics))
     if not metrics["finite"]:
-      _raise_non_finite(done, metrics)
+      if not np.isfinite(metrics["loss"]):
+        _drop_unviable_checkpoint(manager, done - 1)
+      raise Diverged(done, metrics)
     bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", refresh=False)
     if done % config.train.log_every == 0 or done == num_steps:
       rate = (done - last_log[0]) / max(time.time() - last_log[1], 1e-9)
@@ -322,6 +381,7 @@ def _train_loop(
     disable=not config.train.progress_bar or jax.process_index() != 0,
   )
   pending = None  # (step, metrics) of the last dispatched step: read after the next dispatch.
+  preempted = False
   with _Preemption() as preemption, bar:
     for step in range(start, num_steps):
       state, metrics = step_fn(state, batch_source(step))
@@ -334,7 +394,7 @@ def _train_loop(
       eval_due = bool(config.eval.every_steps) and (
         done % config.eval.every_steps == 0 or done == num_steps
       )
-      if manager.should_save(done) or eval_due or last:
+      if done % config.train.checkpoint_every == 0 or eval_due or last:
         check_and_log(*pending)  # Never save or evaluate a state whose step was not checked.
         pending = None
         # The data stream is a function of (seed, step): the step is the data position.
@@ -343,17 +403,16 @@ def _train_loop(
           done,
           state,
           {"step": done, "data_position": done, "config": config.to_dict()},
-          force=last,
         )
       bar.update(1)
       if eval_due:
         # Every process encodes its share of the points and gets all codes; process 0 writes.
-        evaluate.evaluate_and_write(config, workdir, graphdef, state, local_dataset, mesh=mesh)
+        evaluation.evaluate_and_write(config, workdir, graphdef, state, local_dataset, mesh=mesh)
       if preempted:
         break
     if pending is not None:
       check_and_log(*pending)
-  return state
+  return state, preempted
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -365,29 +424,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   Returns:
     The final state.
+
+  Raises:
+    ConfigError: a bad config, or a workdir holding another run (before anything is written).
+    DataFileError: missing or unreadable data files (before anything is written).
+    Diverged: a non-finite step; checkpoints keep the last finite state.
+    Preempted: SIGTERM; the state was saved and the same call resumes.
   """
   workdir = os.path.abspath(workdir)
-  _check_batch_size(config.train.batch_size)
-  if config.eval.every_steps:
-    metrics_lib.check_names(config.eval.metrics, config.eval.mode)
+  # Everything that can be checked is checked before the workdir is touched: the config's
+  # names and ranges, the data files, the step's shapes, and the saved run's config.
+  checks.check_config(config)
   mesh = sharding.make_mesh()
   dataset = data_lib.get_dataset(config.data)
+  if config.eval.every_steps:
+    try:
+      metrics_lib.suite.check_dataset(config.eval.metrics, dataset)
+    except ValueError as e:
+      raise ConfigError(f"eval.metrics: {e}") from e
   if dataset.jittable:
     dataset = sharding.replicate(dataset, mesh)
-  checkpointing.check_or_write_config(workdir, config)
   graphdef, state = create_train_state(config, dataset.image_shape)
   # Restoring into a replicated state makes Orbax read it replicated on every process.
   state = sharding.replicate(state, mesh)
-  manager = checkpointing.make_manager(workdir, config.train)
-  state = _resume(manager, state, config)
-  writer = MetricWriter(workdir)
-  writer.truncate_after(int(sharding.host_local(state.step)))
-  try:
-    state = _train_loop(config, workdir, graphdef, state, dataset, manager, writer, mesh)
-  finally:
-    # Also on errors: a save in flight (the last good state) completes.
-    manager.wait_until_finished()
-    writer.close()
+  start = int(sharding.host_local(state.step))
+  step_fn = _compile_step(
+    make_train_step(graphdef, config, mesh),
+    state,
+    _batch_source(config, dataset, state.rng, mesh)(start),
+  )
+  checkpointing.check_config(workdir, config)
+  with contextlib.closing(checkpointing.make_manager(workdir, config.train)) as manager:
+    state = _resume(manager, state, config)
+    # Only now, with the state restored (or fresh), does the run claim the workdir.
+    checkpointing.write_config(workdir, config)
+    writer = MetricWriter(workdir, config=config)
+    writer.truncate_after(int(sharding.host_local(state.step)))
+    try:
+      state, preempted = _train_loop(
+        config, workdir, graphdef, state, dataset, step_fn, manager, writer, mesh
+      )
+    finally:
+      # Also on errors: a save in flight (the last good state) completes.
+      manager.wait_until_finished()
+      writer.close()
+  if preempted:
+    raise Preempted(int(sharding.host_local(state.step)), workdir)
   if jax.process_index() == 0:
     print(
       f"Done at step {int(sharding.host_local(state.step))}. Workdir {workdir}:\n"

@@ -1,46 +1,43 @@
-"""Shared test fixtures: tiny configs that train in seconds on a CPU."""
+"""Shared test fixtures: a seeded `rng`, float64 on demand, and tiny configs that train in seconds."""
 
 import os
 import sys
 
+import jax
+import numpy as np
 import pytest
 
+from gmg_jax.config import get_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # `from configs import default`, as `python -m gmg_jax.main` sees it.
-  sys.path.insert(0, ROOT)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+  """A numpy generator seeded the same in every test; draw jax keys from it where needed."""
+  return np.random.default_rng(0)
+
+
+@pytest.fixture
+def enable_x64():
+  """Float64 for the test (finite differences, brute force); the previous setting is restored."""
+  with jax.enable_x64(True):
+    yield
 
 
 def tiny_config(arg: str = ""):
-  """The runlocal config shrunk further: 16x16 images, a small MLP, no evaluation."""
-  from configs import default
-
-  config = default.get_config(",".join(filter(None, ["runlocal", arg])))
-  config.data.image_size = 16
-  config.model.mlp_hidden = (32,)
-  config.model.latent_dim = 4
-  config.train.batch_size = 16
-  config.train.num_steps = 20
-  config.train.log_every = 5
-  config.train.checkpoint_every = 10
-  config.train.progress_bar = False
-  config.eval.every_steps = 0
-  return config
+  """`runlocal,tiny` (16x16 images, a (32,) MLP, 20 steps, no evaluation), then `arg`'s variants."""
+  return get_config(",".join(filter(None, ["runlocal", "tiny", arg])))
 
 
 def tiny_main_command(workdir, *overrides: str, variant: str = "") -> list[str]:
-  """`python -m gmg_jax.main` on `tiny_config`'s sizes (run from ROOT); `overrides` go last."""
+  """`python -m gmg_jax.main` on `tiny_config`'s config (run from ROOT); `overrides` go last."""
   return [
     sys.executable,
     "-m",
     "gmg_jax.main",
-    f"--config=configs/default.py:{','.join(filter(None, ['runlocal', variant]))}",
+    f"--config=configs/default.py:{','.join(filter(None, ['runlocal', 'tiny', variant]))}",
     f"--workdir={workdir}",
-    "--config.data.image_size=16",
-    "--config.model.mlp_hidden=(32,)",
-    "--config.model.latent_dim=4",
-    "--config.train.batch_size=16",
-    "--config.train.progress_bar=False",
-    "--config.eval.every_steps=0",
     *overrides,
   ]
 

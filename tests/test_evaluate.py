@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from conftest import ROOT
 
-from gmg_jax import evaluate, metrics, train
+from gmg_jax import evaluate, evaluation, metrics, train
 
 
 def test_evaluate_a_saved_run_matches_scoring_its_encoder(tiny, tmp_path):
@@ -22,7 +22,7 @@ def test_evaluate_a_saved_run_matches_scoring_its_encoder(tiny, tmp_path):
   assert int(state.step) == 10
   for a, b in zip(np.asarray(final.rng), np.asarray(state.rng), strict=True):
     assert a == b
-  record = evaluate.evaluate_and_write(loaded_config, str(tmp_path), graphdef, state, dataset)
+  record = evaluation.evaluate_and_write(loaded_config, str(tmp_path), graphdef, state, dataset)
   with open(tmp_path / "metrics.json") as f:
     assert json.load(f) == json.loads(json.dumps(record))
   assert not list(tmp_path.glob("*.tmp"))

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import aggregate  # noqa: E402
 import sweep  # noqa: E402
 
-from configs import default  # noqa: E402
+from gmg_jax.config import get_config  # noqa: E402
 
 _TINY = (
   "data.image_size=16",
@@ -62,7 +62,7 @@ def test_grid_is_the_papers_exact_set_without_duplicates():
 
 def test_every_variant_builds_the_config_it_names():
   for variant in sweep.grid_variants():
-    config = default.get_config(variant)
+    config = get_config(variant)
     tokens = variant.split(",")
     assert config.objective.name == tokens[0]
     assert (config.objective.hfs_weight > 0) == ("hfs" in tokens)

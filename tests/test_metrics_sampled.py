@@ -161,4 +161,4 @@ def test_compute_metrics_keys_and_modes(dataset):
       assert fast[name][key] == pytest.approx(value, abs=0.02), (name, key)
   assert exact["mig"]["discrete_mig"] > 0.9
   with pytest.raises(ValueError, match="Unknown metrics"):
-    metrics.compute_metrics(["irs"], dataset, perfect_code, jax.random.key(0))
+    metrics.compute_metrics(["irz"], dataset, perfect_code, jax.random.key(0))

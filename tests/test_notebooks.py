@@ -35,9 +35,10 @@ def test_notebook_is_valid_installs_first_and_compiles(name):
   code = [c for c in notebook.cells if c.cell_type == "code"]
   first = code[0].source
   assert 'pip install -q "gmg_jax @ git+' in first
-  # Skipped where the package is importable; elsewhere it asks for the repository's URL.
-  assert "if importlib.util.find_spec(m) is None]" in first
-  assert "if missing and not REPO:" in first
+  # Installs only where the package is neither importable nor in the checkout around the
+  # notebook; then it asks for the repository's URL. Nothing is cloned (configs are in gmg_jax).
+  assert 'if importlib.util.find_spec("gmg_jax") is None:' in first
+  assert '"../gmg_jax/__init__.py"' in first and "git clone" not in first
   _parameter_cell(notebook)
   transformer = TransformerManager()
   for index, cell in enumerate(code):

@@ -17,8 +17,8 @@ from flax import nnx
 from jax.test_util import check_grads
 from scipy import integrate, special, stats
 
-from configs import default
 from gmg_jax import models, objectives
+from gmg_jax.config import get_config
 
 IMAGE_SHAPE = (4, 4, 1)
 LATENT = 3
@@ -325,7 +325,7 @@ NO_REGULARIZER = ml_collections.ConfigDict(
 
 
 def _objective(**overrides):
-  cfg = default.get_config().objective
+  cfg = get_config().objective
   cfg.update(overrides)
   return cfg
 

@@ -199,13 +199,13 @@ def test_plan_entropy_ratio_of_a_matching_and_of_the_product():
 def test_gw_plan_picture_uses_the_gmg_entropy_ratio():
   import jax
 
-  from gmg_jax import evaluate, gmg
+  from gmg_jax import evaluation, gmg
 
   x = jax.random.normal(jax.random.key(0), (16, 3))
   y = x[::-1] ** 3
   solver = {"init": "product", "max_iterations": 20}  # one start: half the compilation
   _, info = gmg.gromov_monge_gap(x, y, cost="cosine", epsilon_0=0.01, **solver)
-  plan, _ = evaluate._gw_plan(
+  plan, _ = evaluation._gw_plan(
     x, y, 0.01, cost="cosine", epsilon_stat="mean", solver=tuple(solver.items())
   )
   assert viz.plan_entropy_ratio(plan) == pytest.approx(float(info.plan_entropy_ratio), abs=1e-4)

@@ -99,7 +99,7 @@ def test_writer_without_config_writes_no_hyperparameters(tmp_path):
 
 
 def test_evaluation_sends_its_pictures_to_tensorboard(tiny, tmp_path):
-  from gmg_jax import data, evaluate, train
+  from gmg_jax import data, evaluation, train
 
   config = tiny("gmg_cos_decoder")
   config.eval.metrics = ("mig",)
@@ -107,7 +107,7 @@ def test_evaluation_sends_its_pictures_to_tensorboard(tiny, tmp_path):
   config.eval.num_test = 100
   dataset = data.get_dataset(config.data)
   graphdef, state = train.create_train_state(config, dataset.image_shape)
-  evaluate.evaluate_and_write(config, str(tmp_path), graphdef, state, dataset)
+  evaluation.evaluate_and_write(config, str(tmp_path), graphdef, state, dataset)
 
   assert sorted(os.listdir(tmp_path / "pictures")) == [
     "gw_plan_00000000.png",
@@ -240,12 +240,12 @@ def test_wandb_missing_says_how_to_install(tiny, tmp_path, monkeypatch):
 def test_per_dim_kl_of_the_traversal_labels():
   import jax.numpy as jnp
 
-  from gmg_jax import evaluate, objectives
+  from gmg_jax import evaluation, objectives
 
   rng = np.random.default_rng(3)
   mu = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
   logvar = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
-  kl = evaluate._per_dim_kl(mu, logvar)
+  kl = evaluation._per_dim_kl(mu, logvar)
   mu_np, logvar_np = np.asarray(mu), np.asarray(logvar)
   by_hand = np.mean(0.5 * (mu_np**2 + np.exp(logvar_np) - logvar_np - 1.0), axis=0)
   np.testing.assert_allclose(kl, by_hand, rtol=1e-5)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import numpy as np
 import sklearn.metrics
 
+from gmg_jax.registry import check_choice
+
 MODES = ("exact", "fast")
 
 
 def check_mode(mode: str) -> None:
   """Raises ValueError unless `mode` is one of `MODES`."""
-  if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  check_choice(mode, MODES, "eval.mode")
 
 
 def histogram_discretize(

@@ -1,0 +1,231 @@
+"""Base config: beta-VAE on the procedural Shapes3D-like set; every field is commented here once.
+
+It lives in the package so that config files load from any working directory: `configs/default.py`
+re-exports it, and each dataset's file under `configs/` is `dataset_config(name, ...)`.
+
+Variants are picked by a comma-separated config string (big_vision style), applied in order:
+
+  python -m gmg_jax.main --config=configs/default.py:runlocal --workdir=/tmp/gmg
+  python -m gmg_jax.main --config=configs/shapes3d.py:beta_tcvae,gmg_cos_decoder --workdir=...
+
+Tokens:
+  objectives: beta_vae, beta_tcvae, factor_vae, dip_vae, annealed_vae, decoder_free; hfs adds the
+    Hausdorff factorized-support term.
+  regularizers: {gmg,dst}_{l2,scl2,cos}_{encoder,decoder} (e.g. gmg_cos_decoder) and
+    jacobian_{encoder,decoder}.
+  runlocal: tiny setting (32x32 images, MLP, few steps) that finishes in about a minute on a CPU.
+  tiny: after runlocal, 16x16 images, a (32,) MLP, 20 steps, no evaluation (tests, benches).
+"""
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A config that cannot run, or a workdir holding another run; the message names the fix."""
+
+
+_COSTS = {"l2": "sqeuclidean", "scl2": "scaled_sqeuclidean", "cos": "cosine"}
+_OBJECTIVES = ("beta_vae", "beta_tcvae", "factor_vae", "dip_vae", "annealed_vae", "decoder_free")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The base config with the variants named in `arg` applied."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds parameters, the data stream and every random draw of the run.
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "shapes3d_procedural"  # A key of gmg_jax.data.DATASETS.
+  config.data.source = "files"  # "files" (original files) or "tfds"; procedural sets ignore it.
+  config.data.data_dir = ""  # "" = $GMG_DATA_DIR, then ~/gmg_data.
+  config.data.path = ""  # name="npz"/"hdf5": your own dataset file (README Data section).
+  config.data.image_size = 64  # Image side; procedural sets render at any multiple of 16.
+  config.data.on_device = "auto"  # Keep the images on the accelerator: "auto", True or False.
+  # Device memory budget (GB) of on_device="auto"; None: half the accelerator's memory.
+  config.data.device_budget_gb = ml_collections.FieldReference(None, field_type=float)
+  config.data.manual_dir = ""  # tfds only: directory holding already downloaded files.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.arch = "conv"  # "conv" (disentanglement_lib) or "mlp".
+  config.model.latent_dim = 10  # Size of the latent code.
+  config.model.mlp_hidden = (256, 256)  # Hidden widths of the "mlp" encoder (decoder mirrors).
+  config.model.disc_hidden = 1000  # FactorVAE critic width.
+  config.model.disc_layers = 6  # FactorVAE critic depth.
+
+  config.objective = ml_collections.ConfigDict()
+  # beta_vae | beta_tcvae | factor_vae | dip_vae | annealed_vae | decoder_free.
+  config.objective.name = "beta_vae"
+  config.objective.beta = 4.0  # beta-VAE KL weight; beta-TCVAE (dlib form) TC weight is beta - 1.
+  config.objective.gamma = 10.0  # FactorVAE weight of the critic's TC estimate.
+  config.objective.c_max = 25.0  # AnnealedVAE final capacity (nats).
+  config.objective.iteration_threshold = 100_000  # AnnealedVAE steps until capacity = c_max.
+  config.objective.gamma_annealed = 1000.0  # AnnealedVAE weight of |KL - C|.
+  config.objective.lambda_od = 10.0  # DIP-VAE off-diagonal weight.
+  config.objective.lambda_d_factor = 10.0  # DIP diagonal weight / lambda_od (i: 10, ii: 1).
+  config.objective.dip_type = "i"  # DIP-VAE type: "i" or "ii".
+  config.objective.hfs_weight = 0.0  # Weight of HFS (Roth et al. 2023); 0 disables it.
+  config.objective.hfs_pairs = 25  # Random latent pairs per step for HFS.
+  config.objective.tcvae_estimator = "auto"  # "dlib", "decomposed" or "auto" (decomposed with HFS).
+  config.objective.tcvae_alpha = 1.0  # Decomposed beta-TCVAE: MI weight.
+  config.objective.tcvae_beta = 6.0  # Decomposed beta-TCVAE: TC weight.
+  config.objective.tcvae_gamma = 1.0  # Decomposed beta-TCVAE: dimension-wise KL weight.
+  config.objective.dataset_size = 480_000  # N of the decomposed TCVAE's stratified sampling.
+  config.objective.prior_matching = "kl"  # decoder_free prior term: "kl" or "sinkhorn".
+
+  config.regularizer = ml_collections.ConfigDict()
+  config.regularizer.name = "none"  # "none", "gmg", "dst" or "jacobian".
+  config.regularizer.on = "decoder"  # Map it regularizes: "decoder" (codes -> images) or "encoder".
+  config.regularizer.weight = 1.0  # lambda: loss += weight * regularizer.
+  config.regularizer.target = "mean"  # Decoder target space: "mean" (sigmoid image) or "logits".
+  # Data parallel: "global" = one GW problem on the global batch (the single-device objective, any
+  # device count); "local" = one per device sub-batch of batch_size / devices, averaged (cheaper).
+  config.regularizer.scope = "global"
+  config.regularizer.cost = "cosine"  # "sqeuclidean", "scaled_sqeuclidean" or "cosine".
+  config.regularizer.epsilon_0 = 0.01  # GMG: epsilon = epsilon_0 * stat(C_X) * stat(C_Y).
+  # GMG value trained: "entropic" (paper: DST - GW_eps) or "certified" (>= 0, often 0 on
+  # trained decoders; see gmg_jax.regularizers.gmg). Both are logged.
+  config.regularizer.estimator = "entropic"
+  config.regularizer.epsilon_stat = "mean"  # GMG: stat of the epsilon rule: "mean", "max", "std".
+  config.regularizer.init = "both"  # GMG: start GW at "product", "identity" or "both" (best of).
+  config.regularizer.max_iterations = 50  # GMG: outer GW iterations cap.
+  config.regularizer.sinkhorn_max_iterations = 1000  # GMG: inner Sinkhorn iterations cap.
+  config.regularizer.threshold = 1e-3  # GMG: outer GW tolerance.
+  config.regularizer.sinkhorn_threshold = 1e-3  # GMG: Sinkhorn marginal tolerance.
+  config.regularizer.warm_start = True  # GMG: warm-start each Sinkhorn from the last potentials.
+  config.regularizer.num_projections = 1  # Jacobian: random directions per sample (cost ~ p).
+  config.regularizer.scaled = True  # Jacobian: penalize deviation from a scaled isometry.
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 1e-4  # Adam (disentanglement_lib).
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-8
+  config.optim.grad_clip_norm = 0.0  # Global-norm gradient clipping; 0 disables it.
+  config.optim.disc_learning_rate = 1e-4  # FactorVAE critic Adam.
+  config.optim.disc_b1 = 0.5
+  config.optim.disc_b2 = 0.9
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 64  # Global batch size (split over devices).
+  config.train.num_steps = 300_000  # Total steps; may be raised when resuming.
+  config.train.log_every = 100  # Steps between metric log lines.
+  config.train.checkpoint_every = 1000  # Steps between checkpoints (+ on SIGTERM and at the end).
+  config.train.max_checkpoints = 3  # Checkpoints kept.
+  config.train.init_from = ""  # Workdir to initialize from when this workdir has no checkpoint.
+  config.train.resume_with_changed_config = False  # Resume even if the saved config differs.
+  config.train.progress_bar = True  # tqdm progress bar with ETA.
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every_steps = 10_000  # Steps between evaluations (also at the end); 0 disables.
+  config.eval.metrics = ("dci", "mig", "sap", "modularity_explicitness")  # gmg_jax.metrics names.
+  config.eval.mode = "fast"  # "exact" (disentanglement_lib estimators) or "fast".
+  config.eval.num_train = 10_000  # Training points of the metrics.
+  config.eval.num_test = 5_000  # Test points of the metrics.
+  config.eval.pictures = True  # Write reconstructions and latent traversals as PNG.
+
+  # JSON lines and TensorBoard are always written; Weights & Biases is optional and needs
+  # pip install -e ".[wandb]". The W&B run id is kept in <workdir>/wandb_run_id.txt.
+  config.logging = ml_collections.ConfigDict()
+  config.logging.wandb_project = ""  # W&B project; "" disables W&B.
+  config.logging.wandb_entity = ""  # W&B user or team; "" = W&B's default.
+  config.logging.wandb_mode = ""  # "online", "offline" or "disabled"; "" = $WANDB_MODE or online.
+
+  return apply_variants(config, arg)
+
+
+def _objective(name):
+  def apply(config):
+    config.objective.name = name
+    if name == "beta_tcvae":
+      config.objective.beta = 6.0
+    if name == "factor_vae":
+      config.objective.gamma = 30.0
+
+  return apply
+
+
+def _hfs(config):
+  config.objective.hfs_weight = 1000.0
+  if config.objective.name == "beta_vae":
+    config.objective.beta = 1.0
+
+
+def _regularizer(name, cost, on):
+  def apply(config):
+    config.regularizer.name = name
+    config.regularizer.on = on
+    if cost is not None:
+      config.regularizer.cost = _COSTS[cost]
+
+  return apply
+
+
+def _runlocal(config):
+  config.data.image_size = 32
+  config.model.arch = "mlp"
+  config.model.mlp_hidden = (128, 64)
+  config.model.disc_hidden = 64
+  config.model.disc_layers = 2
+  config.train.batch_size = 32
+  config.train.num_steps = 400
+  config.train.log_every = 50
+  config.train.checkpoint_every = 200
+  config.optim.learning_rate = 1e-3
+  config.eval.every_steps = 400
+  config.eval.metrics = ("mig", "modularity_explicitness")
+  config.eval.num_train = 1000
+  config.eval.num_test = 500
+
+
+def _tiny(config):
+  # Shrinks runlocal further (use `runlocal,tiny`) for tests, benches and notebooks.
+  config.data.image_size = 16
+  config.model.mlp_hidden = (32,)
+  config.model.latent_dim = 4
+  config.train.batch_size = 16
+  config.train.num_steps = 20
+  config.train.log_every = 5
+  config.train.checkpoint_every = 10
+  config.train.progress_bar = False
+  config.eval.every_steps = 0
+
+
+VARIANTS = {
+  **{name: _objective(name) for name in _OBJECTIVES},
+  "hfs": _hfs,
+  **{
+    f"{reg}_{cost}_{on}": _regularizer(reg, cost, on)
+    for reg in ("gmg", "dst")
+    for cost in _COSTS
+    for on in ("encoder", "decoder")
+  },
+  **{f"jacobian_{on}": _regularizer("jacobian", None, on) for on in ("encoder", "decoder")},
+  "runlocal": _runlocal,
+  "tiny": _tiny,
+}
+
+
+def apply_variants(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Applies the comma-separated variant tokens of `arg` in order."""
+  for token in filter(None, (arg or "").split(",")):
+    if token not in VARIANTS:
+      raise ValueError(f"Unknown config variant {token!r}; choose from {sorted(VARIANTS)}.")
+    VARIANTS[token](config)
+  return config
+
+
+# Training-set sizes (the decomposed beta-TCVAE's N) of the datasets with a file under configs/.
+DATASET_SIZES = {
+  "dsprites": 737_280,
+  "shapes3d": 480_000,
+  "mpi3d_toy": 1_036_800,
+  "smallnorb": 48_600,
+  "cars3d": 17_568,
+}
+
+
+def dataset_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """The base config on dataset `name` (a key of `DATASET_SIZES`), variants applied."""
+  config = get_config()
+  config.data.name = name
+  config.objective.dataset_size = DATASET_SIZES[name]
+  return apply_variants(config, arg)
