@@ -9,7 +9,7 @@
   data_dir: "" = `$GMG_DATA_DIR`, then ~/gmg_data.
   image_size: image side (any for procedural sets; 64 for the real ones, SmallNORB and Cars3D
     may be resized to other sizes).
-  on_device (optional, default "auto"): see `gmg_jax.data.files.place`.
+  on_device (optional, default "auto"): see `gmg_jax.data.base.place`.
   device_budget_gb (optional): the "auto" budget; default half the accelerator memory.
   manual_dir (optional, tfds only): directory with already downloaded original files.
 

@@ -12,7 +12,7 @@ The file given by `data.path` holds three arrays (datasets in HDF5):
 The name picks the reader: "npz" reads `np.savez` files with `np.load(allow_pickle=False)`,
 "hdf5" reads HDF5 with h5py; a file in the other format is refused with the name to use. The
 images keep the file's size (`data.image_size` does not apply). Images that fit the device
-budget go to the device (a jittable `TableDataset`, see `gmg_jax.data.files.wants_device`);
+budget go to the device (a jittable `TableDataset`, see `gmg_jax.data.base.wants_device`);
 larger ones stay on the host (`HostTableDataset`) without being read: the `images` of an
 uncompressed .npz (`np.savez`) and a contiguous HDF5 dataset are memory-mapped, a chunked or
 compressed HDF5 dataset is read row by row, and only an `np.savez_compressed` file is read
@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from gmg_jax.data.base import DataFileError, GroundTruthDataset, grid_index
-from gmg_jax.data.files import npz_member_offset, unreadable_reason, wants_device
+from gmg_jax.data.base import DataFileError, GroundTruthDataset, grid_index, wants_device
+from gmg_jax.data.npz import npz_member_offset, read_npy_header, unreadable_reason
 
 FORMATS = ("npz", "hdf5")
 _MAGIC = {"npz": b"PK\x03\x04", "hdf5": b"\x89HDF\r\n\x1a\n"}
@@ -301,12 +301,8 @@ def _check_arrays(
 
 def _npz_header(zf: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
   with zf.open(member) as f:
-    version = np.lib.format.read_magic(f)
-    read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
-      version, np.lib.format.read_array_header_2_0
-    )
-    shape, _, dtype = read(f)
-  return tuple(shape), dtype
+    shape, _, dtype = read_npy_header(f)
+  return shape, dtype
 
 
 def _read_npz(path: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
@@ -387,8 +383,8 @@ def load_table(
   Args:
     path: `data.path`, the .npz or HDF5 file.
     fmt: "npz" or "hdf5" (`data.name`).
-    on_device: see `gmg_jax.data.files.wants_device`.
-    device_budget_gb: see `gmg_jax.data.files.wants_device`.
+    on_device: see `gmg_jax.data.base.wants_device`.
+    device_budget_gb: see `gmg_jax.data.base.wants_device`.
 
   Returns:
     A jittable `TableDataset` or a `HostTableDataset`.

@@ -3,15 +3,8 @@
 Each reader checks the file (keys, dtypes, shapes, factor order) and raises `DataFileError`
 naming the file and what was expected, then returns the images as uint8 `[N, H, W, C]` in the
 row-major order of the factor grid (disentanglement_lib's index order). `load_files` then puts
-them on the device (a jittable `ArrayDataset`) or keeps them on the host (`HostArrayDataset`).
-
-Device or host (`data_config.on_device`):
-  * "auto" (default): on the device if the uint8 images fit the budget. The budget is
-    `data_config.device_budget_gb` if set, else half of the accelerator's memory
-    (`memory_stats()["bytes_limit"]`), else 8 GiB on CPU, where the "device" is host RAM.
-    dSprites (3.0 GB), Shapes3D (5.9 GB), SmallNORB (0.2 GB) and Cars3D (0.2 GB) go to the
-    device; MPI3D (12.7 GB) stays on the host.
-  * True / "device": always on the device. False / "host": always on the host.
+them on the device (a jittable `ArrayDataset`) or keeps them on the host (`HostArrayDataset`)
+with `gmg_jax.data.base.place`, by `data_config.on_device` and the device budget.
 
 MPI3D is never read into memory: the `images` member of the uncompressed .npz is memory-mapped
 in place (uint8, no float copy); a compressed .npz is streamed once into a sibling .npy file,
@@ -27,7 +20,6 @@ File layout under a data directory (what `python -m gmg_jax.data.download` write
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import struct
@@ -36,48 +28,20 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
+# `place` and `Spec` live in base; experiments/bench_data.py still calls `files.place`.
 from gmg_jax.data.base import (
-  ArrayDataset,
   DataFileError,
   GroundTruthDataset,
-  HostArrayDataset,
+  Spec,
   default_data_dir,
+  expect,
   grid_index,
+  place,
   search_dirs,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-  """The factor grid of a real dataset as disentanglement_lib defines it.
-
-  Attributes:
-    name: registry name.
-    factor_names: [K] latent factor names.
-    full_sizes: sizes of every axis of the stored grid (latent and nuisance).
-    latent_axes: axes of `full_sizes` that are latent factors.
-    channels: image channels.
-    files: relative paths (alternatives for one file are separated by "|").
-  """
-
-  name: str
-  factor_names: tuple[str, ...]
-  full_sizes: tuple[int, ...]
-  latent_axes: tuple[int, ...]
-  channels: int
-  files: tuple[str, ...]
-
-  @property
-  def factor_sizes(self) -> tuple[int, ...]:
-    return tuple(self.full_sizes[a] for a in self.latent_axes)
-
-  @property
-  def num_images(self) -> int:
-    return math.prod(self.full_sizes)
-
+from gmg_jax.data.npz import npz_member_offset, stream_npz_member_to_npy, unreadable_reason
 
 _DSPRITES_STEM = "dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64"
 _NORB = "small_norb/smallnorb-5x{}x9x18x6x2x96x96-{}-{}.mat"
@@ -145,18 +109,6 @@ SPECS: dict[str, Spec] = {
 }
 
 
-def unreadable_reason(error: BaseException) -> str:
-  """An exception's text for "not a readable file (...)", without numpy's advice to unpickle."""
-  if "pickle" in str(error).lower():
-    return "it holds pickled data, which gmg_jax never loads: loading it could run code"
-  return str(error)
-
-
-def _check(ok: bool, path: str, expected: str) -> None:
-  if not ok:
-    raise DataFileError(f"{path}: expected {expected}.")
-
-
 def find_file(name: str, relpath: str, data_dir: str | None) -> str:
   """Locates one dataset file in the searched data directories.
 
@@ -200,12 +152,12 @@ def to_grid_order(images: np.ndarray, classes: np.ndarray, spec: Spec, path: str
     [N, ...] images in grid order (the input itself when already ordered).
   """
   sizes = np.asarray(spec.full_sizes)
-  _check(
+  expect(
     classes.shape == (spec.num_images, len(sizes)),
     path,
     f"factor classes of shape {(spec.num_images, len(sizes))}, got {classes.shape}",
   )
-  _check(
+  expect(
     bool(np.all((classes >= 0) & (classes < sizes))),
     path,
     f"factor classes within the grid {spec.full_sizes}",
@@ -214,7 +166,7 @@ def to_grid_order(images: np.ndarray, classes: np.ndarray, spec: Spec, path: str
   if np.array_equal(index, np.arange(spec.num_images)):
     return images
   counts = np.bincount(index, minlength=spec.num_images)
-  _check(
+  expect(
     bool(np.all(counts == 1)),
     path,
     f"every factor combination of {spec.full_sizes} exactly once "
@@ -227,7 +179,7 @@ def to_grid_order(images: np.ndarray, classes: np.ndarray, spec: Spec, path: str
 
 def _check_images(images: Any, spec: Spec, path: str, channel_axis: bool = True) -> None:
   shape = (spec.num_images, 64, 64) + ((spec.channels,) if channel_axis else ())
-  _check(
+  expect(
     images.dtype == np.uint8 and tuple(images.shape) == shape,
     path,
     f"uint8 images of shape {shape}, got {images.dtype} {tuple(images.shape)}",
@@ -244,7 +196,7 @@ def read_dsprites_npz(path: str, spec: Spec) -> np.ndarray:
   # planted at this path fails in np.load instead of running.
   try:
     with np.load(path, allow_pickle=False) as npz:
-      _check(
+      expect(
         {"imgs", "latents_classes"} <= set(npz.files),
         path,
         f"keys 'imgs' and 'latents_classes', got {sorted(npz.files)}",
@@ -259,30 +211,39 @@ def read_dsprites_npz(path: str, spec: Spec) -> np.ndarray:
 
 def read_dsprites_hdf5(path: str, spec: Spec) -> np.ndarray:
   """dSprites .hdf5 as used by TFDS (keys imgs, latents/classes). See `read_dsprites_npz`."""
+  images, classes = _read_hdf5(path, ("imgs", "latents/classes"), spec, channel_axis=False)
+  return _finish_dsprites(images, classes, spec, path)
+
+
+def _read_hdf5(
+  path: str, keys: tuple[str, str], spec: Spec, channel_axis: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+  """Reads the images (checked against `spec` first) and labels datasets `keys` of an HDF5 file."""
   import h5py
 
+  images_key, labels_key = keys
   try:
     with h5py.File(path, "r") as f:
-      _check(
-        "imgs" in f and "latents/classes" in f,
+      expect(
+        images_key in f and labels_key in f,
         path,
-        f"datasets 'imgs' and 'latents/classes', got {list(f.keys())}",
+        f"datasets {images_key!r} and {labels_key!r}, got {list(f.keys())}",
       )
-      images, classes = f["imgs"][()], f["latents/classes"][()]
+      _check_images(f[images_key], spec, path, channel_axis)
+      return f[images_key][()], f[labels_key][()]
   except OSError as e:
     raise DataFileError(f"{path}: not a readable HDF5 file ({e}).") from e
-  return _finish_dsprites(images, classes, spec, path)
 
 
 def _finish_dsprites(images: np.ndarray, classes: np.ndarray, spec: Spec, path: str) -> np.ndarray:
   _check_images(images, spec, path, channel_axis=False)
-  _check(
+  expect(
     classes.ndim == 2 and classes.shape[1] == 6,
     path,
     f"latents_classes of shape (N, 6) (color, shape, ...), got {classes.shape}",
   )
   images = to_grid_order(images, classes[:, 1:], spec, path)
-  _check(int(images.max(initial=0)) <= 1, path, "binary images with values in {0, 1}")
+  expect(int(images.max(initial=0)) <= 1, path, "binary images with values in {0, 1}")
   # In place: the 3 GB array is never duplicated.
   images *= np.uint8(255)
   return images.reshape(images.shape[:3] + (1,))
@@ -294,20 +255,8 @@ def read_shapes3d(path: str, spec: Spec) -> np.ndarray:
   Returns:
     [N, 64, 64, 3] uint8 images in grid order.
   """
-  import h5py
-
-  try:
-    with h5py.File(path, "r") as f:
-      _check(
-        "images" in f and "labels" in f,
-        path,
-        f"datasets 'images' and 'labels', got {list(f.keys())}",
-      )
-      _check_images(f["images"], spec, path)
-      images, labels = f["images"][()], f["labels"][()]
-  except OSError as e:
-    raise DataFileError(f"{path}: not a readable HDF5 file ({e}).") from e
-  _check(
+  images, labels = _read_hdf5(path, ("images", "labels"), spec)
+  expect(
     labels.shape == (spec.num_images, 6),
     path,
     f"labels of shape {(spec.num_images, 6)}, got {labels.shape}",
@@ -315,46 +264,6 @@ def read_shapes3d(path: str, spec: Spec) -> np.ndarray:
   # The file stores factor values; their rank among the distinct values is the class.
   classes = np.stack([np.unique(col, return_inverse=True)[1] for col in labels.T], axis=1)
   return to_grid_order(images, classes.reshape(labels.shape), spec, path)
-
-
-def npz_member_offset(path: str, member: str) -> tuple[int, tuple[int, ...], np.dtype, bool]:
-  """Byte offset, shape, dtype and Fortran order of an uncompressed .npz member's data."""
-  with open(path, "rb") as f:
-    with zipfile.ZipFile(f) as zf:
-      info = zf.getinfo(member)
-    f.seek(info.header_offset)
-    signature, name_len, extra_len = struct.unpack("<4s22xHH", f.read(30))
-    _check(signature == b"PK\x03\x04", path, f"a zip local header for {member!r}")
-    f.seek(info.header_offset + 30 + name_len + extra_len)
-    version = np.lib.format.read_magic(f)
-    read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
-      version, np.lib.format.read_array_header_2_0
-    )
-    shape, fortran, dtype = read_header(f)
-    _check(not dtype.hasobject, path, f"a numeric {member!r}, got a pickled object array")
-    return f.tell(), shape, dtype, fortran
-
-
-def _stream_npz_member_to_npy(path: str, member: str, out_path: str) -> None:
-  """One-time conversion of a compressed .npz member to .npy, in chunks (no full copy)."""
-  tmp = out_path + ".tmp"
-  with zipfile.ZipFile(path) as zf, zf.open(member) as src:
-    version = np.lib.format.read_magic(src)
-    read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(
-      version, np.lib.format.read_array_header_2_0
-    )
-    shape, fortran, dtype = read_header(src)
-    _check(not dtype.hasobject, path, f"a numeric {member!r}, got a pickled object array")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape, fortran_order=fortran)
-    flat = out.reshape(-1, order="F" if fortran else "C")
-    chunk = 1 << 24
-    for start in range(0, flat.size, chunk):
-      view = flat[start : start + chunk]
-      got = src.readinto(memoryview(view).cast("B"))
-      _check(got == view.nbytes, path, f"{flat.size} values in {member!r} (truncated)")
-    out.flush()
-    del out, flat
-  os.replace(tmp, out_path)
 
 
 def open_mpi3d(path: str, spec: Spec) -> np.ndarray:
@@ -373,11 +282,11 @@ def open_mpi3d(path: str, spec: Spec) -> np.ndarray:
     else:
       with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
-        _check("images.npy" in names, path, f"key 'images', got {names}")
+        expect("images.npy" in names, path, f"key 'images', got {names}")
         stored = zf.getinfo("images.npy").compress_type == zipfile.ZIP_STORED
       if stored:
         offset, shape, dtype, fortran = npz_member_offset(path, "images.npy")
-        _check(
+        expect(
           os.path.getsize(path) >= offset + math.prod(shape) * dtype.itemsize,
           path,
           f"{math.prod(shape)} bytes of images (file truncated)",
@@ -388,7 +297,7 @@ def open_mpi3d(path: str, spec: Spec) -> np.ndarray:
       else:
         npy = os.path.splitext(path)[0] + ".npy"
         if not os.path.exists(npy):
-          _stream_npz_member_to_npy(path, "images.npy", npy)
+          stream_npz_member_to_npy(path, "images.npy", npy)
         images = np.load(npy, mmap_mode="r", allow_pickle=False)
   except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
     if isinstance(e, DataFileError):
@@ -415,19 +324,19 @@ def read_norb_matrix(path: str) -> np.ndarray:
       head = f.read(40)  # magic, ndim and at most 8 dims
   except OSError as e:
     raise DataFileError(f"{path}: cannot read ({e}).") from e
-  _check(len(head) >= 20, path, "a SmallNORB binary matrix header (file too short)")
+  expect(len(head) >= 20, path, "a SmallNORB binary matrix header (file too short)")
   magic, ndim = struct.unpack("<ii", head[:8])
-  _check(
+  expect(
     magic in dtypes and 1 <= ndim <= 8,
     path,
     f"a SmallNORB magic number in {sorted(dtypes)}, got {magic}",
   )
   offset = 8 + 4 * max(3, ndim)
-  _check(len(head) >= offset, path, "a complete SmallNORB header (file too short)")
+  expect(len(head) >= offset, path, "a complete SmallNORB header (file too short)")
   dims = struct.unpack(f"<{ndim}i", head[8 : 8 + 4 * ndim])
   dtype = np.dtype(dtypes[magic])
   expected = offset + math.prod(dims) * dtype.itemsize
-  _check(
+  expect(
     os.path.getsize(path) == expected,
     path,
     f"{expected} bytes for a {dtype} matrix of shape {dims}, got {os.path.getsize(path)}",
@@ -472,19 +381,19 @@ def read_smallnorb(paths: Sequence[str], spec: Spec, side: int = 64) -> np.ndarr
   for dat_path, cat_path, info_path in zip(paths[0::3], paths[1::3], paths[2::3], strict=True):
     dat, cat, info = (read_norb_matrix(p) for p in (dat_path, cat_path, info_path))
     n = dat.shape[0]
-    _check(
+    expect(
       dat.dtype == np.uint8 and dat.ndim == 4 and dat.shape[1] == 2,
       dat_path,
       f"uint8 images of shape (N, 2, H, W), got {dat.dtype} {dat.shape}",
     )
-    _check(cat.shape == (n,), cat_path, f"{n} category labels, got shape {cat.shape}")
-    _check(info.shape == (n, 4), info_path, f"info of shape ({n}, 4), got {info.shape}")
-    _check(bool(np.all(info[:, 2] % 2 == 0)), info_path, "even azimuths 0, 2, ..., 34")
+    expect(cat.shape == (n,), cat_path, f"{n} category labels, got shape {cat.shape}")
+    expect(info.shape == (n, 4), info_path, f"info of shape ({n}, 4), got {info.shape}")
+    expect(bool(np.all(info[:, 2] % 2 == 0)), info_path, "even azimuths 0, 2, ..., 34")
     images.append(resize_images(dat[:, 0], side))
     # dlib: (category, instance, elevation, azimuth / 2, lighting).
     classes.append(np.column_stack([cat, info[:, 0], info[:, 1], info[:, 2] // 2, info[:, 3]]))
   all_images = np.concatenate(images)[..., None]
-  _check(
+  expect(
     all_images.shape[0] == spec.num_images,
     paths[0],
     f"{spec.num_images} images over all chunks, got {all_images.shape[0]}",
@@ -502,7 +411,7 @@ def read_cars3d(directory: str, spec: Spec, side: int = 64) -> np.ndarray:
 
   n_elev, n_azim, n_cars = spec.full_sizes
   names = sorted(f for f in os.listdir(directory) if f.endswith(".mat"))
-  _check(len(names) == n_cars, directory, f"{n_cars} car .mat files, found {len(names)}")
+  expect(len(names) == n_cars, directory, f"{n_cars} car .mat files, found {len(names)}")
   grid = np.empty((n_elev, n_azim, n_cars, side, side, 3), dtype=np.uint8)
   for car, name in enumerate(names):
     path = os.path.join(directory, name)
@@ -511,7 +420,7 @@ def read_cars3d(directory: str, spec: Spec, side: int = 64) -> np.ndarray:
     except Exception as e:  # scipy raises several unrelated types on corrupt files
       raise DataFileError(f"{path}: not a readable .mat file ({e}).") from e
     im = mesh.get("im")
-    _check(
+    expect(
       im is not None
       and im.ndim == 5
       and im.shape[2:] == (3, n_azim, n_elev)
@@ -523,66 +432,6 @@ def read_cars3d(directory: str, spec: Spec, side: int = 64) -> np.ndarray:
     views = np.transpose(im, (4, 3, 0, 1, 2)).reshape((-1,) + im.shape[:3])
     grid[:, :, car] = resize_images(views, side).reshape(n_elev, n_azim, side, side, 3)
   return grid.reshape(-1, side, side, 3)
-
-
-def _device_budget_bytes(budget_gb: float | None) -> int:
-  if budget_gb:
-    return int(budget_gb * 2**30)
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if "bytes_limit" in stats:
-    return int(stats["bytes_limit"]) // 2
-  return 8 * 2**30
-
-
-def wants_device(
-  nbytes: int, on_device: Any = "auto", device_budget_gb: float | None = None
-) -> bool:
-  """Whether images of `nbytes` go on the device (see the module docstring).
-
-  Args:
-    nbytes: size of the uint8 images.
-    on_device: "auto" | True | "device" | False | "host".
-    device_budget_gb: budget for "auto"; None = half the accelerator memory (8 GiB on CPU).
-  """
-  if on_device == "auto":
-    return nbytes <= _device_budget_bytes(device_budget_gb)
-  if isinstance(on_device, str):
-    _check(
-      on_device in ("device", "host"),
-      "data.on_device",
-      f"'auto', 'device', 'host' or a bool, got {on_device!r}",
-    )
-    return on_device == "device"
-  return bool(on_device)
-
-
-def place(
-  images: np.ndarray, spec: Spec, on_device: Any = "auto", device_budget_gb: float | None = None
-) -> GroundTruthDataset:
-  """Wraps grid-ordered uint8 images as a device (`ArrayDataset`) or host dataset.
-
-  Args:
-    images: [N, H, W, C] uint8 in grid order of `spec.full_sizes`.
-    spec: the grid.
-    on_device: "auto" | True | "device" | False | "host" (see the module docstring).
-    device_budget_gb: budget for "auto"; None = half the accelerator memory (8 GiB on CPU).
-
-  Returns:
-    The dataset.
-  """
-  on_device = wants_device(images.nbytes, on_device, device_budget_gb)
-  fields = dict(
-    name=spec.name,
-    factor_names=spec.factor_names,
-    factor_sizes=spec.factor_sizes,
-    image_shape=tuple(images.shape[1:]),
-    full_sizes=spec.full_sizes,
-    latent_axes=spec.latent_axes,
-  )
-  if on_device:
-    # uint8 on the device; the gather in images_from_factors never copies the set.
-    return ArrayDataset(images=jax.device_put(images), **fields)
-  return HostArrayDataset(images=images, **fields)
 
 
 def _read_dsprites(paths: list[str], spec: Spec, side: int) -> np.ndarray:

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from gmg_jax.data.base import DataFileError, GroundTruthDataset
-from gmg_jax.data.files import SPECS, Spec, place, resize_images, to_grid_order
+from gmg_jax.data.base import DataFileError, GroundTruthDataset, Spec, place
+from gmg_jax.data.files import SPECS, resize_images, to_grid_order
 
 _PROBE_TIMEOUT_S = 5.0
 _DSPRITES_HDF5 = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.hdf5"
@@ -208,8 +208,8 @@ def load_tfds(
     name: "dsprites", "shapes3d" or "smallnorb".
     data_dir: TFDS data directory ("" = TFDS's default).
     image_size: image side (SmallNORB is resized from 96; the others must be 64).
-    on_device: see `gmg_jax.data.files.place`.
-    device_budget_gb: see `gmg_jax.data.files.place`.
+    on_device: see `gmg_jax.data.base.place`.
+    device_budget_gb: see `gmg_jax.data.base.place`.
     manual_dir: directory holding the original files under their TFDS names.
     download: let TFDS download and prepare the data when missing and the network answers.
     spec: override of the grid (tests).
