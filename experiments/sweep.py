@@ -393,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   runs = runs_from_args(args)
   if args.print:
     for run in runs:
-      print(shlex.join(command(args.config, run, root)))
+      # An absolute config path: the printed commands run from any directory.
+      print(shlex.join(command(os.path.join(ROOT, args.config), run, root)))
     return
   if args.list:
     for run in runs:

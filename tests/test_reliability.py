@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_main_command
 
-from gmg_jax import checkpointing, checks, data, objectives, train
+from gmg_jax import checkpointing, checks, data, evaluation, objectives, train
 from gmg_jax.config import ConfigError
 from gmg_jax.logging import MetricWriter, finite_json, read_jsonl, write_json_atomic
 
@@ -212,3 +212,62 @@ def test_dataset_configs_load_from_any_directory(tmp_path):
     out = _run([sys.executable, "-c", code, path], tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [dataset or "shapes3d_procedural", "gmg"]
+
+
+def test_metrics_json_merges_and_keeps_the_latest_value_of_each_metric(tmp_path):
+  path = str(tmp_path / "metrics.json")
+  train_source = {"step": 10, "mode": "fast", "by": "train"}
+  evaluation.merge_metrics_json(path, 10, {"mig": {"discrete_mig": 0.1}}, train_source)
+  exact = {"step": 10, "mode": "exact", "by": "evaluate"}
+  evaluation.merge_metrics_json(path, 10, {"dci": {"disentanglement": 0.3}}, exact)
+  older = {"step": 5, "mode": "exact", "by": "evaluate"}
+  merged = evaluation.merge_metrics_json(path, 5, {"mig": {"discrete_mig": 0.9}}, older)
+  assert merged == {
+    "step": 10,
+    "mig": {"discrete_mig": 0.1},  # The step-5 value does not replace the step-10 one.
+    "dci": {"disentanglement": 0.3},
+    "sources": {"mig": train_source, "dci": exact},
+  }
+  with open(path) as f:
+    assert json.load(f) == merged
+
+
+def test_evaluate_cli_scores_every_checkpoint_and_keeps_the_trainers_metrics(tiny, tmp_path):
+  config = tiny()
+  config.train.num_steps = 4
+  config.train.checkpoint_every = 2
+  config.eval.every_steps = 4
+  config.eval.metrics = ("mig",)
+  config.eval.num_train = config.eval.num_test = 100
+  train.train_and_evaluate(config, str(tmp_path))
+  help_ = _run([sys.executable, "-m", "gmg_jax.evaluate", "--help"], tmp_path)
+  assert help_.returncode == 0 and "--step" in help_.stdout
+  out = _run(
+    [
+      sys.executable,
+      "-m",
+      "gmg_jax.evaluate",
+      f"--workdir={tmp_path}",
+      "--step=all",
+      "--metrics=modularity_explicitness",
+    ],
+    tmp_path,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  with open(tmp_path / "metrics.json") as f:
+    record = json.load(f)
+  assert record["step"] == 4 and "mig" in record and "modularity_explicitness" in record
+  assert record["sources"]["mig"]["by"] == "train"
+  assert record["sources"]["modularity_explicitness"] == {
+    "step": 4,
+    "mode": "fast",
+    "num_train": 100,
+    "num_test": 100,
+    "by": "evaluate",
+  }
+  evaluations = read_jsonl(str(tmp_path / "eval.jsonl"))
+  assert [r["step"] for r in evaluations] == [4, 2, 4]
+  missing = _run(
+    [sys.executable, "-m", "gmg_jax.evaluate", f"--workdir={tmp_path}", "--step=3"], tmp_path
+  )
+  assert missing.returncode == 2 and "no checkpoint at step 3; it has [2, 4]" in missing.stderr
