@@ -1,4 +1,4 @@
-"""Shared test fixtures: a seeded `rng`, float64 on demand, and tiny configs that train in seconds."""
+"""Shared test fixtures: a seeded `rng`, float64 on demand, tiny configs that train in seconds."""
 
 import os
 import sys

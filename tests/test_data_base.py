@@ -20,11 +20,6 @@ ALL_GRIDS = {
 }
 
 
-@pytest.fixture
-def rng():
-  return jax.random.key(0)
-
-
 @pytest.mark.parametrize("grid", list(ALL_GRIDS))
 def test_index_factor_round_trip_over_whole_grid(grid):
   sizes = ALL_GRIDS[grid]
@@ -59,9 +54,10 @@ def test_real_specs_match_disentanglement_lib_grids():
   assert procedural.SHAPES3D_FACTOR_NAMES == files.SPECS["shapes3d"].factor_names
 
 
-def test_sample_factors_is_uniform_over_grid(rng):
+def test_sample_factors_is_uniform_over_grid():
+  key = jax.random.key(0)
   ds = procedural.shapes3d_procedural(16)
-  factors = np.asarray(jax.jit(ds.sample_factors, static_argnums=1)(rng, 20_000))
+  factors = np.asarray(jax.jit(ds.sample_factors, static_argnums=1)(key, 20_000))
   assert factors.dtype == np.int32 and factors.shape == (20_000, 6)
   for k, size in enumerate(ds.factor_sizes):
     counts = np.bincount(factors[:, k], minlength=size)
@@ -105,7 +101,8 @@ def _array_dataset(n_side=8):
 
 
 @pytest.mark.parametrize("make", ["procedural", "array"])
-def test_dataset_is_a_jit_argument_without_retracing(make, rng):
+def test_dataset_is_a_jit_argument_without_retracing(make):
+  key = jax.random.key(0)
   ds = procedural.dsprites_procedural(16) if make == "procedural" else _array_dataset()[0]
   traces = []
 
@@ -115,13 +112,13 @@ def test_dataset_is_a_jit_argument_without_retracing(make, rng):
     images, factors = dataset.sample_batch(key, 8)
     return images.astype(jnp.float32).mean(), factors
 
-  out1 = step(ds, rng)
+  out1 = step(ds, key)
   out2 = step(ds, jax.random.key(1))
   assert len(traces) == 1
   # Only device arrays are leaves: the procedural set has none, the array set its images.
   leaves = jax.tree.leaves(ds)
   assert len(leaves) == (0 if make == "procedural" else 1)
-  eager_images, eager_factors = ds.sample_batch(rng, 8)
+  eager_images, eager_factors = ds.sample_batch(key, 8)
   np.testing.assert_array_equal(np.asarray(out1[1]), np.asarray(eager_factors))
   np.testing.assert_allclose(float(out1[0]), float(eager_images.astype(jnp.float32).mean()))
   assert not np.array_equal(np.asarray(out1[1]), np.asarray(out2[1]))
@@ -136,13 +133,14 @@ def test_array_dataset_gathers_the_right_image():
   assert got.dtype == np.uint8
 
 
-def test_host_dataset_is_numpy_and_not_jittable(rng):
+def test_host_dataset_is_numpy_and_not_jittable():
+  key = jax.random.key(0)
   sizes = (2, 3)
   images = np.arange(6, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
   spec = base.Spec("toy", ("a", "b"), sizes, (0, 1), 3, ())
   ds = base.place(images, spec, on_device=False)
   assert isinstance(ds, data.HostArrayDataset) and not ds.jittable
-  batch, factors = ds.sample_batch(rng, 16)
+  batch, factors = ds.sample_batch(key, 16)
   assert isinstance(batch, np.ndarray) and batch.dtype == np.uint8
   np.testing.assert_array_equal(batch[:, 0, 0, 0], factors[:, 0] * 3 + factors[:, 1])
   np.testing.assert_array_equal(ds.index_to_factors(np.arange(6))[:, 1], [0, 1, 2] * 2)

@@ -18,21 +18,34 @@ import sweep  # noqa: E402
 
 from gmg_jax.config import get_config  # noqa: E402
 
-_TINY = (
-  "data.image_size=16",
-  "model.arch=mlp",
-  "model.mlp_hidden=(32,)",
-  "model.latent_dim=4",
-  "train.batch_size=16",
-  "train.num_steps=4",
-  "train.checkpoint_every=2",
-  "train.progress_bar=False",
-  "eval.every_steps=4",
-  "eval.metrics=('mig',)",
-  "eval.mode=fast",
-  "eval.num_train=64",
-  "eval.num_test=32",
-  "eval.pictures=False",
+
+def _flat(tree, prefix=""):
+  if isinstance(tree, dict):
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+  return {prefix[:-1]: tree}
+
+
+def _overrides_to(config) -> dict[str, str]:
+  """`KEY: VALUE` config overrides that turn the default config into `config`."""
+  default, wanted = _flat(get_config().to_dict()), _flat(config.to_dict())
+  return {k: v if isinstance(v, str) else repr(v) for k, v in wanted.items() if v != default.get(k)}
+
+
+# The sweep runs dataset configs without variants: `runlocal,tiny` as overrides, then a 4-step
+# run evaluated once on a few points.
+_TINY = tuple(
+  f"{k}={v}"
+  for k, v in {
+    **_overrides_to(get_config("runlocal,tiny")),
+    "train.num_steps": "4",
+    "train.checkpoint_every": "2",
+    "eval.every_steps": "4",
+    "eval.metrics": "('mig',)",
+    "eval.mode": "fast",
+    "eval.num_train": "64",
+    "eval.num_test": "32",
+    "eval.pictures": "False",
+  }.items()
 )
 
 

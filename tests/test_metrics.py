@@ -16,11 +16,6 @@ from gmg_jax.metrics import gbt, linear
 SIZES = (4, 3, 5)
 
 
-@pytest.fixture
-def rng():
-  return np.random.default_rng(0)
-
-
 def _factors(rng, num, sizes=SIZES):
   return np.stack([rng.integers(0, s, num) for s in sizes], axis=1)
 
@@ -47,12 +42,24 @@ def _loop_entropy(p, base):
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])
-def test_histogram_discretize_matches_digitize_loop(rng, mode):
-  codes = rng.standard_normal((200, 3)).astype(np.float32)
-  codes[:, 2] = 1.5  # constant dim: np.histogram widens the range by +-0.5
-  expected = np.stack([np.digitize(c, np.histogram(c, 20)[1][:-1]) for c in codes.T], axis=1)
-  np.testing.assert_array_equal(metrics.histogram_discretize(codes, 20, mode=mode), expected)
-  assert metrics.histogram_discretize(codes, 20, mode=mode)[:, :2].max() == 20
+def test_histogram_discretize_bins_values_at_and_near_the_edges(mode):
+  # 5 bins on [0, 10]: edges 0, 2, 4, 6, 8, 10; a value on an inner edge opens the next bin,
+  # the maximum closes the last one. A constant column is widened to [1, 2]: edges every 0.2.
+  column = [0.0, 1.75, 1.9999, 2.0, 2.0001, 3.5, 4.0, 6.0, 7.75, 8.0, 9.9999, 10.0]
+  expected = [1, 1, 1, 2, 2, 2, 3, 4, 4, 5, 5, 5]
+  codes = np.stack([column, np.full(len(column), 1.5)], axis=1).astype(np.float32)
+  got = metrics.histogram_discretize(codes, 5, mode=mode)
+  np.testing.assert_array_equal(got[:, 0], expected)
+  np.testing.assert_array_equal(got[:, 1], 3)  # 1.5 lies in [1.4, 1.6)
+
+
+def test_histogram_discretize_fast_equals_exact(rng):
+  codes = rng.standard_normal((500, 4)).astype(np.float32)
+  codes[:, 3] = -0.25  # a constant column
+  np.testing.assert_array_equal(
+    metrics.histogram_discretize(codes, 20, mode="fast"),
+    metrics.histogram_discretize(codes, 20, mode="exact"),
+  )
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])

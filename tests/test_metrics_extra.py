@@ -19,11 +19,6 @@ udr_lib = importlib.import_module("gmg_jax.metrics.udr")
 unsupervised_lib = importlib.import_module("gmg_jax.metrics.unsupervised")
 
 
-@pytest.fixture
-def rng():
-  return np.random.default_rng(0)
-
-
 def _factors(rng, num, sizes=(4, 3, 5)):
   return np.stack([rng.integers(0, s, num) for s in sizes], axis=1)
 

@@ -8,11 +8,14 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import optax
 import pytest
 from conftest import ROOT, tiny_config, tiny_main_command
+from flax import nnx
 
-from gmg_jax import checkpointing, objectives, train
+from gmg_jax import checkpointing, cli, data, objectives, regularizers, train
 
 
 def _params(state):
@@ -64,37 +67,78 @@ def test_step_compiles_once_and_training_lowers_the_loss(tiny, tmp_path, monkeyp
   assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:2])
 
 
-@pytest.mark.parametrize(
-  "variant",
-  [
-    "gmg_cos_decoder",
-    "gmg_scl2_encoder",
-    "dst_l2_decoder",
-    "jacobian_decoder",
-    "factor_vae",
-    "beta_tcvae,hfs",
-    "decoder_free,gmg_cos_encoder",
-  ],
-)
-def test_objectives_and_regularizers_train_finite(tiny, tmp_path, variant):
-  config = tiny(variant)
-  config.train.num_steps = 3
-  graphdef, state = train.create_train_state(config, (16, 16, 3))
-  from gmg_jax import data
+# Each variant's penalty, the config field weighting it, and the aux key it is logged under.
+_PENALTIES = [
+  ("gmg_cos_decoder", "regularizer.weight", "regularizer"),
+  ("gmg_scl2_encoder", "regularizer.weight", "regularizer"),
+  ("jacobian_decoder", "regularizer.weight", "regularizer"),
+  ("factor_vae", "objective.gamma", "tc"),
+]
 
+
+def _loss_fn(config, field, graphdef, state, images):
+  """jit((params, weight) -> (loss, aux, grads)): the step's loss on one batch, `field` = weight."""
+  modules = nnx.merge(graphdef, state.modules)
+  vae, critic = modules[0], (modules[2] if len(modules) == 4 else None)
+  vae_graph, params, rest = nnx.split(vae, nnx.Param, ...)
+  _, loss_key, _ = train.step_keys(state.rng, 0)
+  regularizer_fn = regularizers.make_regularizer(config.regularizer)
+  group, name = field.split(".")
+
+  @jax.jit
+  def fn(params, weight):
+    # A new ConfigDict takes the traced weight (one compilation serves every weight).
+    groups = {g: config[g].to_dict() for g in ("objective", "regularizer")}
+    groups[group][name] = weight
+    groups = {g: ml_collections.ConfigDict(v) for g, v in groups.items()}
+
+    def loss(model):
+      return objectives.vae_loss(
+        model,
+        images,
+        loss_key,
+        0,
+        groups["objective"],
+        regularizer_fn,
+        groups["regularizer"],
+        critic,
+      )
+
+    (value, aux), grads = nnx.value_and_grad(loss, has_aux=True)(nnx.merge(vae_graph, params, rest))
+    return value, aux, grads
+
+  return fn, params
+
+
+@pytest.mark.parametrize(("variant", "field", "term"), _PENALTIES)
+def test_each_penalty_enters_the_loss_and_its_gradient_at_its_weight(variant, field, term):
+  # loss(w) = rest + w * term: raising w by dw adds dw * term to the loss and dw * grad(term) to
+  # the gradient, and grad(term) is the term's own derivative (central differences along it). A
+  # penalty logged but left out of the loss, or cut from the gradient, fails here.
+  config = tiny_config(variant)
+  graphdef, state = train.create_train_state(config, (16, 16, 3))
   dataset = data.get_dataset(config.data)
-  step = train.make_train_step(graphdef, config)
-  before = [np.asarray(p) for p in _params(state)]
-  for _ in range(3):
-    state, metrics = step(state, dataset)
-    assert bool(metrics["finite"]), metrics
-  assert int(state.step) == 3
-  changed = [
-    not np.array_equal(a, np.asarray(b)) for a, b in zip(before, _params(state), strict=True)
-  ]
-  assert any(changed)
-  if variant.startswith("gmg"):
-    assert "regularizer/gmg" in metrics and np.isfinite(float(metrics["regularizer"]))
+  images, _ = dataset.sample_batch(train.step_keys(state.rng, 0)[0], config.train.batch_size)
+  fn, params = _loss_fn(config, field, graphdef, state, images)
+  loss_0, aux_0, grads_0 = fn(params, 0.0)
+  value = float(aux_0[term])
+  assert value != 0
+  dw = 10.0 / abs(value)  # a loss change far above float32 round-off of the loss
+  loss_1, aux_1, grads_1 = fn(params, dw)
+  assert float(aux_1[term]) == value  # the term itself does not depend on its weight
+  np.testing.assert_allclose(float(loss_1 - loss_0), dw * value, rtol=1e-3)
+  term_grad = jax.tree.map(lambda a, b: (a - b) / dw, grads_1, grads_0)
+  norm = float(optax.tree.norm(term_grad))
+  assert norm > 0
+  direction = jax.tree.map(lambda g: g / norm, term_grad)
+  h = 1e-2 / max(norm, 1.0)
+
+  def term_at(t):
+    shifted = jax.tree.map(lambda p, d: p + t * d, params, direction)
+    return float(fn(shifted, 0.0)[1][term])
+
+  # d/dt term(params + t * grad / |grad|) at t=0 is |grad(term)|.
+  np.testing.assert_allclose((term_at(h) - term_at(-h)) / (2 * h), norm, rtol=0.1)
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tiny, tmp_path, monkeypatch):
@@ -160,7 +204,7 @@ def test_sigterm_saves_before_exiting(tmp_path):
     time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, out[-3000:]
+  assert proc.returncode == cli.EXIT_PREEMPTED, out[-3000:]
   state, meta = _latest_params(tmp_path)
   assert 0 < int(state.step) < 100000 and meta["step"] == int(state.step)
 
