@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from gmg_jax import evaluate, metrics
-from gmg_jax.logging import write_json_atomic
+from gmg_jax.writers import write_json_atomic
 from gmg_jax.metrics.udr import CORRELATIONS
 
 RESULT_FILE = "udr.json"

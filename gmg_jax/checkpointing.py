@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 
 from gmg_jax import config as config_lib
 from gmg_jax.config import ConfigError
-from gmg_jax.logging import write_json_atomic
+from gmg_jax.writers import write_json_atomic
 
 # Fields that may change between a run and its resumption.
 _RESUMABLE_CHANGES = (
@@ -36,6 +36,7 @@ _RESUMABLE_CHANGES = (
   "train.resume_with_changed_config",
   "train.init_from",
   "eval",
+  "logging",
 )
 
 

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 
 from gmg_jax import data as data_lib
-from gmg_jax import gmg, models, objectives, regularizers, sharding
+from gmg_jax import gmg, loss_terms, models, objectives, regularizers, sharding
 from gmg_jax import metrics as metrics_lib
 from gmg_jax.config import ConfigError
 from gmg_jax.registry import unknown_message
@@ -32,7 +32,7 @@ def _choices(config: ml_collections.ConfigDict) -> dict[str, Collection[Any]]:
     "data.on_device": ("auto", "device", "host", True, False),
     "model.arch": models.ARCHITECTURES,
     "objective.name": objectives.OBJECTIVES,
-    "objective.dip_type": objectives.DIP_TYPES,
+    "objective.dip_type": loss_terms.DIP_TYPES,
     "objective.tcvae_estimator": ("auto", *objectives.TCVAE_ESTIMATORS),
     "objective.prior_matching": objectives.PRIOR_MATCHING,
     "regularizer.name": regularizers.NAMES,
@@ -82,7 +82,10 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
   "objective.tcvae_alpha": (_non_negative, "a finite number >= 0"),
   "objective.tcvae_beta": (_non_negative, "a finite number >= 0"),
   "objective.tcvae_gamma": (_non_negative, "a finite number >= 0"),
-  "objective.dataset_size": (_at_least(2), "an integer >= 2 (the dataset's size)"),
+  "objective.dataset_size": (
+    lambda v: v == 0 or v >= 2,
+    "0 (the dataset's number of images) or an integer >= 2",
+  ),
   "regularizer.weight": (_non_negative, "a finite number >= 0"),
   "regularizer.epsilon_0": (_positive, "a finite number > 0"),
   "regularizer.max_iterations": (_at_least(1), "an integer >= 1"),

@@ -68,7 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.objective.tcvae_alpha = 1.0  # Decomposed beta-TCVAE: MI weight.
   config.objective.tcvae_beta = 6.0  # Decomposed beta-TCVAE: TC weight.
   config.objective.tcvae_gamma = 1.0  # Decomposed beta-TCVAE: dimension-wise KL weight.
-  config.objective.dataset_size = 480_000  # N of the decomposed TCVAE's stratified sampling.
+  # N of the decomposed TCVAE's stratified sampling; 0: the dataset's number of images.
+  config.objective.dataset_size = 0
   config.objective.prior_matching = "kl"  # decoder_free prior term: "kl" or "sinkhorn".
 
   config.regularizer = ml_collections.ConfigDict()
@@ -80,12 +81,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # device count); "local" = one per device sub-batch of batch_size / devices, averaged (cheaper).
   config.regularizer.scope = "global"
   config.regularizer.cost = "cosine"  # "sqeuclidean", "scaled_sqeuclidean" or "cosine".
-  config.regularizer.epsilon_0 = 0.01  # GMG: epsilon = epsilon_0 * stat(C_X) * stat(C_Y).
+  # GMG: epsilon = epsilon_0 * stat(C_X) * stat(C_Y). 0.1 and the product start (below): the plan
+  # leaves the map's own coupling I/n, where the trained gradient is exactly 0 (README, "GMG that
+  # trains"); at 0.01 / both starts a trained decoder's GMG gradient was 0.5% of the loss's.
+  config.regularizer.epsilon_0 = 0.1
   # GMG value trained: "entropic" (paper: DST - GW_eps) or "certified" (>= 0, often 0 on
   # trained decoders; see gmg_jax.regularizers.gmg). Both are logged.
   config.regularizer.estimator = "entropic"
   config.regularizer.epsilon_stat = "mean"  # GMG: stat of the epsilon rule: "mean", "max", "std".
-  config.regularizer.init = "both"  # GMG: start GW at "product", "identity" or "both" (best of).
+  config.regularizer.init = "product"  # GMG: start GW at "product", "identity" or "both" (best).
   config.regularizer.max_iterations = 50  # GMG: outer GW iterations cap.
   config.regularizer.sinkhorn_max_iterations = 1000  # GMG: inner Sinkhorn iterations cap.
   config.regularizer.threshold = 1e-3  # GMG: outer GW tolerance.
@@ -213,19 +217,8 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None) -> ml_col
   return config
 
 
-# Training-set sizes (the decomposed beta-TCVAE's N) of the datasets with a file under configs/.
-DATASET_SIZES = {
-  "dsprites": 737_280,
-  "shapes3d": 480_000,
-  "mpi3d_toy": 1_036_800,
-  "smallnorb": 48_600,
-  "cars3d": 17_568,
-}
-
-
 def dataset_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """The base config on dataset `name` (a key of `DATASET_SIZES`), variants applied."""
+  """The base config on dataset `name` (a key of `gmg_jax.data.DATASETS`), variants applied."""
   config = get_config()
   config.data.name = name
-  config.objective.dataset_size = DATASET_SIZES[name]
   return apply_variants(config, arg)

@@ -5,7 +5,7 @@ CLI) calls it on a saved run.
 Writes, in the workdir: `metrics.json` (the latest value of each metric, with where it came from
 under "sources"; written atomically), `eval.jsonl` (one record per evaluation) and `pictures/`
 (reconstructions, latent traversals as labelled PNG grids and GIFs, the GW plan of a GMG run,
-metric curves). TensorBoard (and W&B, see `gmg_jax.logging`) get the same pictures and the run's
+metric curves). TensorBoard (and W&B, see `gmg_jax.writers`) get the same pictures and the run's
 hyperparameters.
 """
 
@@ -23,10 +23,10 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from gmg_jax import gmg as gmg_lib
+from gmg_jax import loss_terms, objectives, sharding, viz
 from gmg_jax import metrics as metrics_lib
-from gmg_jax import objectives, sharding, viz
-from gmg_jax.logging import MetricWriter, read_jsonl, write_json_atomic
 from gmg_jax.models import to_float
+from gmg_jax.writers import MetricWriter, read_jsonl, write_json_atomic
 
 _NUM_PICTURE_IMAGES = 8
 # Images whose encoder means and log-variances give each dim's traversal range and KL.
@@ -46,7 +46,7 @@ _GW_SOLVER_FIELDS = (
 
 def _per_dim_kl(mu: jax.Array, logvar: jax.Array) -> np.ndarray:
   """[D] batch mean of KL(q(z_d|x) || N(0, 1)) per dim (the objective's KL, one dim at a time)."""
-  return np.asarray(jax.vmap(objectives.gaussian_kl, in_axes=1)(mu[..., None], logvar[..., None]))
+  return np.asarray(jax.vmap(loss_terms.gaussian_kl, in_axes=1)(mu[..., None], logvar[..., None]))
 
 
 @functools.partial(jax.jit, static_argnames=("cost", "epsilon_stat", "solver"))

@@ -6,11 +6,12 @@ beta_vae beta KL; beta_tcvae KL + (beta - 1) TC (dlib) or alpha MI + beta TC + g
 et al.); factor_vae KL + gamma TC_critic; dip_vae KL + DIP penalty; annealed_vae
 gamma_annealed |KL - C(step)|; decoder_free prior matching (KL or Sinkhorn to N(0, I)).
 
-The array functions (`gaussian_kl`, `total_correlation`, `hfs`, ...) are pure and jittable.
+The loss terms (`gaussian_kl`, `total_correlation`, `hfs`, ...) live in `gmg_jax.loss_terms`
+(re-exported here).
 `vae_loss` is what the trainer calls inside its jitted step; objectives are looked up by name in
 `OBJECTIVES` (a dict, big_vision style).
 
-Objective config fields (`config.objective`; configs/default.py holds the defaults):
+Objective config fields (`config.objective`; gmg_jax/config.py holds the defaults):
   name: "beta_vae" | "beta_tcvae" | "factor_vae" | "dip_vae" | "annealed_vae" | "decoder_free".
   beta: 4.0. KL weight of beta_vae; TC weight is beta - 1 in dlib's beta_tcvae (dlib sweeps beta
     in {1, 2, 4, 6, 8, 16} and {1, 2, 4, 6, 8, 10}).
@@ -31,8 +32,8 @@ Objective config fields (`config.objective`; configs/default.py holds the defaul
   tcvae_alpha: 1.0. Mutual-information weight of the decomposed beta-TCVAE (Roth et al.).
   tcvae_beta: 6.0. Total-correlation weight of the decomposed beta-TCVAE (Roth et al.).
   tcvae_gamma: 1.0. Dimension-wise KL weight of the decomposed beta-TCVAE (Roth et al.).
-  dataset_size: 480000. Training-set size N, used only by the stratified-sampling weights of the
-    decomposed beta-TCVAE; set it to the dataset's size (480000 is Shapes3D).
+  dataset_size: 0. Training-set size N, used only by the stratified-sampling weights of the
+    decomposed beta-TCVAE; the trainer fills 0 with the dataset's number of images.
   prior_matching: "kl". decoder_free prior term: "kl" (the VAE KL of q(z|x) to N(0, I)) or
     "sinkhorn" (ott's Sinkhorn divergence between the sampled codes and as many N(0, I) samples).
 
@@ -56,281 +57,36 @@ In the same step, with the model *before* the VAE update and the same `key` give
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
-from ott.geometry import pointcloud
-from ott.tools import sinkhorn_divergence
 
+from gmg_jax import gmg as gmg_lib
+from gmg_jax.loss_terms import (
+  annealed_capacity,
+  bernoulli_reconstruction,
+  dip_vae_penalty,
+  discriminator_loss,
+  factor_vae_tc,
+  gaussian_kl,
+  hfs,
+  permute_dims,
+  sinkhorn_prior_matching,
+  tcvae_decomposition,
+  total_correlation,
+)
 from gmg_jax.models import VAE, to_float
-from gmg_jax.registry import check_choice, lookup
+from gmg_jax.registry import lookup
 
 Aux = dict[str, jax.Array]
 RegularizerFn = Callable[
   [Callable[[jax.Array], jax.Array], jax.Array, jax.Array, jax.Array],
   tuple[jax.Array, dict[str, Any]],
 ]
-
-DIP_TYPES = ("i", "ii")
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def gaussian_log_density(samples: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-  """Returns log N(samples; mean, exp(logvar)) per coordinate; arguments broadcast."""
-  diff = samples - mean
-  return -0.5 * (diff * diff * jnp.exp(-logvar) + logvar + _LOG_2PI)
-
-
-def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
-  """KL(N(mu, diag(exp(logvar))) || N(0, I)), summed over dims, mean over the batch.
-
-  Args:
-    mu: [B, D] posterior means.
-    logvar: [B, D] posterior log-variances.
-
-  Returns:
-    Scalar batch mean of 0.5 * sum_d (mu^2 + sigma^2 - log sigma^2 - 1).
-  """
-  return jnp.mean(0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - logvar - 1.0, axis=-1))
-
-
-def bernoulli_reconstruction(logits: jax.Array, images_float: jax.Array) -> jax.Array:
-  """Bernoulli negative log-likelihood (sigmoid cross-entropy), summed over pixels.
-
-  Args:
-    logits: [B, ...] decoder logits.
-    images_float: [B, ...] targets in [0, 1].
-
-  Returns:
-    Scalar mean over the batch of the per-image sum.
-  """
-  per_pixel = (
-    jnp.maximum(logits, 0.0) - logits * images_float + jnp.log1p(jnp.exp(-jnp.abs(logits)))
-  )
-  return jnp.mean(jnp.sum(per_pixel.reshape(per_pixel.shape[0], -1), axis=-1))
-
-
-def _log_q_cross(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
-  """[B (sample j), B (posterior i), D] log q(z_j,d | x_i)."""
-  return gaussian_log_density(z[:, None, :], mu[None, :, :], logvar[None, :, :])
-
-
-def total_correlation(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
-  """disentanglement_lib's minibatch-weighted total-correlation estimate (constants dropped).
-
-  TC = mean_j [ logsumexp_i sum_d log q(z_jd | x_i) - sum_d logsumexp_i log q(z_jd | x_i) ].
-
-  Args:
-    z: [B, D] codes sampled from q(z | x).
-    mu: [B, D] posterior means.
-    logvar: [B, D] posterior log-variances.
-
-  Returns:
-    Scalar TC estimate.
-  """
-  log_q = _log_q_cross(z, mu, logvar)
-  log_qz = jax.nn.logsumexp(jnp.sum(log_q, axis=2), axis=1)
-  log_qz_product = jnp.sum(jax.nn.logsumexp(log_q, axis=1), axis=1)
-  return jnp.mean(log_qz - log_qz_product)
-
-
-def log_importance_weights(batch_size: int, dataset_size: int) -> np.ndarray:
-  """Log weights of minibatch stratified sampling, laid out exactly as in the reference code.
-
-  Chen et al.'s `_log_importance_weight_matrix`, copied unchanged into Roth et al.'s
-  `dent/losses/betatcvae.py`: fill 1/M (M = B - 1), then `W.view(-1)[::M + 1] = 1/N`,
-  `W.view(-1)[1::M + 1] = (N - M) / (N M)` and `W[M - 1, 0] = (N - M) / (N M)`. On a B x B
-  matrix a stride of M + 1 = B walks down a column, so it is columns 0 and 1 that get the special
-  weights, not the diagonal as eq. S6 of the paper suggests (rtqichen/beta-tcvae pull request 1).
-  We keep the reference layout so that results compare with the published HFS + beta-TCVAE runs.
-
-  Args:
-    batch_size: B >= 2.
-    dataset_size: N, the training-set size.
-
-  Returns:
-    [B (sample j), B (posterior i)] float64 log weights.
-  """
-  if batch_size < 2:
-    raise ValueError(f"Stratified sampling needs a batch of at least 2, got {batch_size}.")
-  n, m = float(dataset_size), batch_size - 1
-  strat_weight = (n - m) / (n * m)
-  weights = np.full((batch_size, batch_size), 1.0 / m)
-  flat = weights.reshape(-1)  # a view: writes go to `weights`
-  flat[:: m + 1] = 1.0 / n
-  flat[1 :: m + 1] = strat_weight
-  weights[m - 1, 0] = strat_weight
-  return np.log(weights)
-
-
-def tcvae_decomposition(
-  z: jax.Array, mu: jax.Array, logvar: jax.Array, dataset_size: int
-) -> dict[str, jax.Array]:
-  """beta-TCVAE's KL decomposition with minibatch stratified sampling (Roth et al.'s code).
-
-  With log q(z_j) ~ logsumexp_i (log w_ji + sum_d log q(z_jd | x_i)) and
-  log prod_d q(z_jd) ~ sum_d logsumexp_i (log w_ji + log q(z_jd | x_i)) (w from
-  `log_importance_weights`):
-  MI = mean_j [log q(z_j | x_j) - log q(z_j)], TC = mean_j [log q(z_j) - log prod_d q(z_jd)],
-  dim_kl = mean_j [log prod_d q(z_jd) - log p(z_j)]; MI + TC + dim_kl = mean_j log q/p.
-
-  Args:
-    z: [B, D] codes sampled from q(z | x).
-    mu: [B, D] posterior means.
-    logvar: [B, D] posterior log-variances.
-    dataset_size: training-set size N.
-
-  Returns:
-    {"mi", "tc", "dim_kl"} scalars.
-  """
-  log_q = _log_q_cross(z, mu, logvar)
-  log_w = jnp.asarray(log_importance_weights(z.shape[0], dataset_size), log_q.dtype)
-  log_qz = jax.nn.logsumexp(log_w + jnp.sum(log_q, axis=2), axis=1)
-  log_qz_product = jnp.sum(jax.nn.logsumexp(log_w[:, :, None] + log_q, axis=1), axis=1)
-  log_qzx = jnp.sum(gaussian_log_density(z, mu, logvar), axis=1)
-  log_pz = jnp.sum(gaussian_log_density(z, 0.0, 0.0), axis=1)
-  return {
-    "mi": jnp.mean(log_qzx - log_qz),
-    "tc": jnp.mean(log_qz - log_qz_product),
-    "dim_kl": jnp.mean(log_qz_product - log_pz),
-  }
-
-
-def dip_vae_penalty(
-  mu: jax.Array, logvar: jax.Array, lambda_od: float, lambda_d: float, kind: str = "i"
-) -> jax.Array:
-  """DIP-VAE moment penalty on the covariance of the aggregate posterior (dlib).
-
-  Cov = E[mu mu^T] - E[mu] E[mu]^T over the batch (biased); type "ii" adds the batch mean of
-  diag(sigma^2). Penalty = lambda_od * sum_{i!=j} Cov_ij^2 + lambda_d * sum_i (Cov_ii - 1)^2.
-
-  Args:
-    mu: [B, D] posterior means.
-    logvar: [B, D] posterior log-variances.
-    lambda_od: off-diagonal weight.
-    lambda_d: diagonal weight.
-    kind: "i" or "ii".
-
-  Returns:
-    Scalar penalty.
-  """
-  check_choice(kind, DIP_TYPES, "objective.dip_type")
-  centered = mu - jnp.mean(mu, axis=0)
-  cov = centered.T @ centered / mu.shape[0]
-  if kind == "ii":
-    cov = cov + jnp.diag(jnp.mean(jnp.exp(logvar), axis=0))
-  diag = jnp.diagonal(cov)
-  off_diag = cov - jnp.diag(diag)
-  return lambda_od * jnp.sum(off_diag**2) + lambda_d * jnp.sum((diag - 1.0) ** 2)
-
-
-def annealed_capacity(step: jax.Array | int, c_max: float, iteration_threshold: int) -> jax.Array:
-  """Returns AnnealedVAE's capacity min(c_max, c_max * step / iteration_threshold) (float32).
-
-  `step` may be traced; c_max is in nats; iteration_threshold is the steps to reach c_max.
-  """
-  step = jnp.asarray(step, jnp.float32)
-  return jnp.minimum(c_max * step / iteration_threshold, c_max)
-
-
-def latent_pairs(key: jax.Array, latent_dim: int, num_pairs: int) -> jax.Array:
-  """Draws `num_pairs` distinct latent pairs (i < j) without replacement.
-
-  Args:
-    key: PRNG key.
-    latent_dim: D >= 2.
-    num_pairs: how many pairs; >= D (D - 1) / 2 returns all pairs in lexicographic order.
-
-  Returns:
-    [P, 2] int32 pairs, P = min(num_pairs, D (D - 1) / 2).
-  """
-  if latent_dim < 2:
-    raise ValueError(f"HFS needs at least 2 latent dimensions, got {latent_dim}.")
-  all_pairs = jnp.asarray(list(itertools.combinations(range(latent_dim), 2)), jnp.int32)
-  if num_pairs >= all_pairs.shape[0]:
-    return all_pairs
-  idx = jax.random.choice(key, all_pairs.shape[0], (num_pairs,), replace=False)
-  return all_pairs[idx]
-
-
-def hfs(mu: jax.Array, key: jax.Array, num_pairs: int = 25) -> jax.Array:
-  """Hausdorff factorized-support distance (Roth et al. 2023, hard one-sided Hausdorff).
-
-  For each sampled pair (a, b) of latent dims, the factorized support is all B^2 points
-  (mu[i, a], mu[j, b]); each is matched to its nearest actual point (mu[k, a], mu[k, b]) in
-  squared Euclidean distance, the worst match is kept, and the pairs are summed. Nothing is
-  detached. Memory is B^3 * P floats (26 MB at B = 64, P = 25).
-
-  Args:
-    mu: [B, D] posterior means.
-    key: PRNG key for the pairs.
-    num_pairs: pairs per call (`latent_pairs`).
-
-  Returns:
-    Scalar sum over pairs of max_{i,j} min_k distance^2.
-  """
-  pairs = latent_pairs(key, mu.shape[1], num_pairs)
-  sub = mu[:, pairs]  # [B, P, 2]
-  # Squared gaps along each axis between any point i and actual point k: [B (i), B (k), P].
-  gap_a = (sub[:, None, :, 0] - sub[None, :, :, 0]) ** 2
-  gap_b = (sub[:, None, :, 1] - sub[None, :, :, 1]) ** 2
-  # Factorized point (i, j) to actual point k: [B (i), B (j), B (k), P].
-  dist = gap_a[:, None, :, :] + gap_b[None, :, :, :]
-  return jnp.sum(jnp.max(jnp.min(dist, axis=2), axis=(0, 1)))
-
-
-def sinkhorn_prior_matching(
-  z: jax.Array, key: jax.Array, epsilon: float | None = None
-) -> jax.Array:
-  """Sinkhorn divergence (ott-jax, squared Euclidean) between codes and N(0, I) samples.
-
-  Args:
-    z: [B, D] codes.
-    key: PRNG key for the B prior samples.
-    epsilon: entropic regularization; None uses ott's default (scaled to the cost matrix).
-
-  Returns:
-    Scalar divergence, differentiable in z.
-  """
-  noise = jax.random.normal(key, z.shape, z.dtype)
-  divergence, _ = sinkhorn_divergence.sinkhorn_divergence(
-    pointcloud.PointCloud, z, noise, epsilon=epsilon
-  )
-  return divergence
-
-
-def permute_dims(z: jax.Array, key: jax.Array) -> jax.Array:
-  """Returns z [B, D] with each column shuffled independently (FactorVAE Algorithm 1)."""
-  keys = jax.random.split(key, z.shape[1])
-  return jax.vmap(jax.random.permutation, in_axes=(0, 1), out_axes=1)(keys, z)
-
-
-def factor_vae_tc(disc_logits: jax.Array) -> jax.Array:
-  """Returns FactorVAE's TC estimate mean(logit_0 - logit_1) from critic logits [B, 2] on z."""
-  return jnp.mean(disc_logits[:, 0] - disc_logits[:, 1])
-
-
-def discriminator_loss(logits_real: jax.Array, logits_permuted: jax.Array) -> jax.Array:
-  """Critic cross-entropy, class 0 for z and 1 for permuted z (dlib, with log_softmax).
-
-  Args:
-    logits_real: [B, 2] critic logits on z.
-    logits_permuted: [B, 2] critic logits on permute_dims(z).
-
-  Returns:
-    Scalar loss.
-  """
-  return -0.5 * (
-    jnp.mean(jax.nn.log_softmax(logits_real)[:, 0])
-    + jnp.mean(jax.nn.log_softmax(logits_permuted)[:, 1])
-  )
 
 
 class _Context(NamedTuple):
@@ -426,6 +182,12 @@ def _tcvae_dlib(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Arra
 
 
 def _tcvae_decomposed(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
+  if cfg.dataset_size < 2:
+    raise ValueError(
+      f"objective.dataset_size={cfg.dataset_size}: the decomposed beta-TCVAE needs the training "
+      "set's size N; train.train_and_evaluate fills 0 from the dataset (with_dataset_facts), "
+      "callers of the loss must pass it."
+    )
   terms = tcvae_decomposition(ctx.z, ctx.mu, ctx.logvar, cfg.dataset_size)
   loss = (
     cfg.tcvae_alpha * terms["mi"] + cfg.tcvae_beta * terms["tc"] + cfg.tcvae_gamma * terms["dim_kl"]
@@ -506,19 +268,55 @@ DECODER_TARGETS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def _encoder_map(model: VAE, ctx: _Context, target: str) -> tuple[Callable, jax.Array, jax.Array]:
+# A regularized map: (map_fn, its inputs x, the network output it is read from, output -> y).
+_Map = tuple[Callable, jax.Array, jax.Array, Callable[[jax.Array], jax.Array]]
+
+
+def _encoder_map(model: VAE, ctx: _Context, target: str) -> _Map:
   del target
-  return (lambda x: model.encode(x)[0]), ctx.images, ctx.mu
+  return (lambda x: model.encode(x)[0]), ctx.images, ctx.mu, lambda mu: mu
 
 
-def _decoder_map(model: VAE, ctx: _Context, target: str) -> tuple[Callable, jax.Array, jax.Array]:
+def _decoder_map(model: VAE, ctx: _Context, target: str) -> _Map:
   if ctx.logits is None:
     raise ValueError("regularizer.on='decoder' needs a decoder; use 'encoder' for decoder_free.")
   to_target = lookup(DECODER_TARGETS, target, "regularizer.target")
-  return (lambda z: to_target(model.decode(z))), ctx.z, to_target(ctx.logits)
+  return (lambda z: to_target(model.decode(z))), ctx.z, ctx.logits, to_target
 
 
 REGULARIZED_MAPS = {"encoder": _encoder_map, "decoder": _decoder_map}
+
+# Regularizers whose value is a function of the map's outputs y (so their gradient w.r.t. the
+# outputs can be set beside the distortion's); the Jacobian penalty acts through derivatives.
+OUTPUT_REGULARIZERS = ("gmg", "dst")
+# Key of the regularizer's output gradient in vae_loss's aux (an array; the step pops it).
+OUTPUT_GRADIENT = "_regularizer_output_gradient"
+
+
+def regularized_output_shape(
+  regularizer_config: ml_collections.ConfigDict, image_shape: tuple[int, ...], latent_dim: int
+) -> tuple[int, ...] | None:
+  """Shape of the network output the regularizer reads (decoder logits [B, H, W, C] or encoder
+  means [B, D]) for `vae_loss`'s `probe`, or None when no output-gradient diagnostic applies."""
+  if regularizer_config.name not in OUTPUT_REGULARIZERS:
+    return None
+  if regularizer_config.on == "decoder":
+    return tuple(image_shape)
+  return (image_shape[0], latent_dim)
+
+
+def output_gradient_diagnostics(reg_grad: jax.Array, dst_grad: jax.Array) -> dict[str, jax.Array]:
+  """Norms of the regularizer's and the distortion's gradients w.r.t. the same outputs, their
+  ratio and cosine (a GMG whose plan sits on the map's own coupling has ratio ~0)."""
+  reg_norm, dst_norm = jnp.linalg.norm(reg_grad), jnp.linalg.norm(dst_grad)
+  tiny = jnp.finfo(reg_norm.dtype).tiny
+  return {
+    "grad/regularizer": reg_norm,
+    "grad/distortion": dst_norm,
+    "grad/regularizer_to_distortion": reg_norm / jnp.maximum(dst_norm, tiny),
+    "grad/cosine_to_distortion": jnp.vdot(reg_grad, dst_grad)
+    / jnp.maximum(reg_norm * dst_norm, tiny),
+  }
 
 
 def vae_loss(
@@ -530,6 +328,7 @@ def vae_loss(
   regularizer_fn: RegularizerFn | None,
   regularizer_config: ml_collections.ConfigDict,
   discriminator: nnx.Module | None = None,
+  probe: jax.Array | None = None,
 ) -> tuple[jax.Array, Aux]:
   """The training loss of one batch: reconstruction + objective (+ HFS) (+ regularizer).
 
@@ -542,6 +341,11 @@ def vae_loss(
     regularizer_fn: `(map_fn, x, y, key) -> (value, aux)`, or None for no regularizer.
     regularizer_config: fields name, on, weight, target (module docstring).
     discriminator: the FactorVAE critic (factor_vae only); it receives no gradient here.
+    probe: zeros of `regularized_output_shape(...)`, added to the regularized network output
+      (decoder logits or encoder means): the loss's gradient w.r.t. `probe` is its gradient
+      w.r.t. that output. Given, aux also holds the "grad/..." diagnostics of
+      `output_gradient_diagnostics` and, under `OUTPUT_GRADIENT`, the regularizer's own output
+      gradient (an array, not a scalar).
 
   Returns:
     Scalar loss and a dict of float32 scalars for logging: "loss", "kl", "reconstruction" and
@@ -562,8 +366,13 @@ def vae_loss(
   keys = _split_keys(key)
   x = to_float(images)
   mu, logvar = model.encode(x)
+  on = regularizer_config.on
+  if probe is not None and on == "encoder":
+    mu = mu + probe
   z = _reparameterize(mu, logvar, keys.sample)
   logits = model.decode(z) if objective.uses_decoder else None
+  if probe is not None and on == "decoder":
+    logits = logits + probe
   ctx = _Context(x, mu, logvar, z, logits, step, keys.objective, discriminator)
   loss, aux = objective.fn(ctx, objective_config)
   aux["kl"] = gaussian_kl(mu, logvar)
@@ -576,12 +385,87 @@ def vae_loss(
     aux["hfs"] = hfs(mu, keys.hfs, objective_config.hfs_pairs)
     loss = loss + objective_config.hfs_weight * aux["hfs"]
   if regularizer_fn is not None and regularizer_config.name != "none":
-    map_fn, map_x, map_y = lookup(REGULARIZED_MAPS, regularizer_config.on, "regularizer.on")(
+    map_fn, map_x, out, to_y = lookup(REGULARIZED_MAPS, on, "regularizer.on")(
       model, ctx, regularizer_config.target
     )
-    value, reg_aux = regularizer_fn(map_fn, map_x, map_y, keys.regularizer)
+    value, reg_vjp, reg_aux = jax.vjp(
+      lambda o: regularizer_fn(map_fn, map_x, to_y(o), keys.regularizer), out, has_aux=True
+    )
+    if probe is not None:
+      # The solve is not repeated: the regularizer's output gradient is its own backward pass.
+      reg_grad = jax.lax.stop_gradient(reg_vjp(jnp.ones_like(value))[0])
+      cost_x = gmg_lib.cost_matrix(jax.lax.stop_gradient(map_x), regularizer_config.cost)
+      dst_grad = jax.grad(
+        lambda o: gmg_lib.distortion(cost_x, gmg_lib.cost_matrix(to_y(o), regularizer_config.cost))
+      )(jax.lax.stop_gradient(out))
+      aux.update(output_gradient_diagnostics(reg_grad, dst_grad))
+      aux[OUTPUT_GRADIENT] = reg_grad
     loss = loss + regularizer_config.weight * value
     aux["regularizer"] = value
     aux.update({f"regularizer/{name}": v for name, v in reg_aux.items()})
   aux["loss"] = loss
   return loss, {name: jnp.asarray(v, jnp.float32) for name, v in aux.items()}
+
+
+# Below this share of the output gradient, a regularizer is logged (and summarized) as negligible.
+NEGLIGIBLE_SHARE = 0.01
+
+# ((loss, aux), grads) of the VAE loss; see `make_loss`.
+LossFn = Callable[..., tuple[tuple[jax.Array, Aux], Any]]
+
+
+def regularizer_share(reg_grad: jax.Array, output_grad: jax.Array, weight: float) -> Aux:
+  """How much of the loss's gradient w.r.t. the regularized outputs is the regularizer's.
+
+  `output_grad` is the whole loss's gradient w.r.t. the outputs and `reg_grad` the regularizer's
+  own, so the rest of the loss contributes `output_grad - weight * reg_grad`. The share is
+  |weight g_reg| / (|weight g_reg| + |g_rest|), in [0, 1]; "grad/negligible" marks a share below
+  `NEGLIGIBLE_SHARE`.
+  """
+  weighted = weight * reg_grad
+  reg_norm = jnp.linalg.norm(weighted)
+  rest_norm = jnp.linalg.norm(output_grad - weighted)
+  share = reg_norm / jnp.maximum(reg_norm + rest_norm, jnp.finfo(reg_norm.dtype).tiny)
+  return {"grad/regularizer_share": share, "grad/negligible": share < NEGLIGIBLE_SHARE}
+
+
+def make_loss(config: ml_collections.ConfigDict, regularizer_fn: RegularizerFn | None) -> LossFn:
+  """The step's loss, its gradient and the output-gradient diagnostics, with the config bound.
+
+  Args:
+    config: the run's config (`objective`, `regularizer`, `model.latent_dim`).
+    regularizer_fn: `regularizers.make_regularizer(config.regularizer)` (scoped for data
+      parallelism by the trainer), or None.
+
+  Returns:
+    `loss_and_grad(model, images, key, step, discriminator=None) -> ((loss, aux), grads)`,
+    differentiated w.r.t. `model`. With a GMG or DST regularizer, aux also holds the "grad/..."
+    diagnostics (`output_gradient_diagnostics`, `regularizer_share`).
+  """
+  objective_config, regularizer_config = config.objective, config.regularizer
+  diagnosed = regularizer_fn is not None and regularizer_config.name in OUTPUT_REGULARIZERS
+
+  def loss_and_grad(model, images, key, step, discriminator=None):
+    def loss(model, probe):
+      return vae_loss(
+        model,
+        images,
+        key,
+        step,
+        objective_config,
+        regularizer_fn,
+        regularizer_config,
+        discriminator,
+        probe=probe,
+      )
+
+    if not diagnosed:
+      return nnx.value_and_grad(loss, has_aux=True)(model, None)
+    shape = regularized_output_shape(regularizer_config, images.shape, config.model.latent_dim)
+    (value, aux), (grads, output_grad) = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+      model, jnp.zeros(shape, jnp.float32)
+    )
+    aux.update(regularizer_share(aux.pop(OUTPUT_GRADIENT), output_grad, regularizer_config.weight))
+    return (value, aux), grads
+
+  return loss_and_grad

@@ -13,6 +13,7 @@ is replicated, the global batch of `train.batch_size` is split along the data ax
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 import signal
@@ -34,7 +35,7 @@ from gmg_jax import checkpointing, checks, evaluation, models, objectives, regul
 from gmg_jax import data as data_lib
 from gmg_jax import metrics as metrics_lib
 from gmg_jax.config import ConfigError
-from gmg_jax.logging import MetricWriter
+from gmg_jax.writers import MetricWriter, read_jsonl, write_json_atomic
 
 
 class Diverged(FloatingPointError):
@@ -133,10 +134,34 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
+def gradient_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+  """Medians of the logged output-gradient diagnostics (None without a GMG/DST regularizer).
+
+  "negligible" is set when the regularizer's median share of the output gradient is below
+  `objectives.NEGLIGIBLE_SHARE`: the run trained (almost) without it.
+  """
+  rows = [r for r in records if r.get("grad/regularizer_share") is not None]
+  if not rows:
+    return None
+
+  def median(key):
+    return float(np.median([r[key] for r in rows if r.get(key) is not None]))
+
+  share = median("grad/regularizer_share")
+  return {
+    "logged_steps": len(rows),
+    "median_regularizer_share": share,
+    "median_regularizer_to_distortion": median("grad/regularizer_to_distortion"),
+    "median_cosine_to_distortion": median("grad/cosine_to_distortion"),
+    "negligible_fraction": float(np.mean([bool(r["grad/negligible"]) for r in rows])),
+    "negligible": share < objectives.NEGLIGIBLE_SHARE,
+  }
+
+
 def train_step(
   graphdef: nnx.GraphDef,
-  config: ml_collections.ConfigDict,
-  regularizer_fn: regularizers.Regularizer | None,
+  loss_and_grad: objectives.LossFn,
+  draw_batch: Callable[[Any, jax.Array], jax.Array],
   state: TrainState,
   batch_source: Any,
   *,
@@ -146,8 +171,8 @@ def train_step(
 
   Args:
     graphdef: graph definition from `create_train_state`.
-    config: the run's config.
-    regularizer_fn: `regularizers.make_regularizer(config.regularizer)`.
+    loss_and_grad: `objectives.make_loss(config, regularizer_fn)`.
+    draw_batch: `(batch_source, data_key) -> uint8 images [B, H, W, C]` (see `make_train_step`).
     state: current state.
     batch_source: a jittable dataset (the batch is drawn here, on the device) or a uint8
       image batch [B, H, W, C] drawn on the host with `step_keys(...)[0]`.
@@ -164,18 +189,12 @@ def train_step(
   vae, optimizer = modules[:2]
   critic = modules[2] if len(modules) == 4 else None
   data_key, loss_key, critic_key = step_keys(state.rng, state.step)
-  if isinstance(batch_source, data_lib.GroundTruthDataset):
-    images, _ = batch_source.sample_batch(data_key, config.train.batch_size)
-  else:
-    images = batch_source
+  images = draw_batch(batch_source, data_key)
   if batch_layout is not None:
     # The global batch is drawn with the single-device key; the constraint makes each device
     # draw and render only its rows (the partitioner pushes it back into the sampler).
     images = jax.lax.with_sharding_constraint(images, batch_layout)
-
-  (loss, aux), grads = nnx.value_and_grad(objectives.vae_loss, has_aux=True)(
-    vae, images, loss_key, state.step, config.objective, regularizer_fn, config.regularizer, critic
-  )
+  (loss, aux), grads = loss_and_grad(vae, images, loss_key, state.step, critic)
   metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
   finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"]) & _all_finite(grads)
   if critic is not None:
@@ -199,7 +218,11 @@ def train_step(
 
 
 def make_train_step(
-  graphdef: nnx.GraphDef, config: ml_collections.ConfigDict, mesh: Mesh | None = None
+  graphdef: nnx.GraphDef,
+  config: ml_collections.ConfigDict,
+  mesh: Mesh | None = None,
+  *,
+  host_batches: bool = False,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
   """The jitted `train_step(state, batch_source)` with the state donated.
 
@@ -209,19 +232,29 @@ def make_train_step(
     mesh: `sharding.make_mesh()` for the data-parallel step (the state must be replicated on
       it, a host batch sharded with `sharding.batch_sharding`); None compiles for the devices
       the arguments live on.
+    host_batches: the step takes image batches drawn on the host (`host_batch`) instead of a
+      jittable dataset it draws from.
   """
   regularizer_fn = regularizers.make_regularizer(config.regularizer)
-  if mesh is None:
-    return jax.jit(
-      functools.partial(train_step, graphdef, config, regularizer_fn), donate_argnums=0
-    )
-  regularizer_fn = sharding.scoped_regularizer(regularizer_fn, config.regularizer.scope, mesh)
+  if mesh is not None:
+    regularizer_fn = sharding.scoped_regularizer(regularizer_fn, config.regularizer.scope, mesh)
+  batch_size = config.train.batch_size
+  if host_batches:
+    draw_batch = lambda images, key: images  # noqa: E731
+  else:
+    draw_batch = lambda dataset, key: dataset.sample_batch(key, batch_size)[0]  # noqa: E731
   step = functools.partial(
-    train_step, graphdef, config, regularizer_fn, batch_layout=sharding.batch_sharding(mesh)
+    train_step, graphdef, objectives.make_loss(config, regularizer_fn), draw_batch
   )
+  if mesh is None:
+    return jax.jit(step, donate_argnums=0)
   # Pinning the outputs keeps the state replicated step after step.
   replicated = sharding.replicated(mesh)
-  return jax.jit(step, out_shardings=(replicated, replicated), donate_argnums=0)
+  return jax.jit(
+    functools.partial(step, batch_layout=sharding.batch_sharding(mesh)),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
 
 
 def host_batch(
@@ -299,6 +332,21 @@ class _Preemption:
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+def with_dataset_facts(
+  config: ml_collections.ConfigDict, dataset: data_lib.GroundTruthDataset
+) -> ml_collections.ConfigDict:
+  """`config` with the fields the dataset owns filled in (a copy; `config` is not changed).
+
+  `objective.dataset_size = 0` becomes the dataset's number of images, so config.json records
+  the value the run used.
+  """
+  if config.objective.dataset_size:
+    return config
+  config = copy.deepcopy(config)
+  config.objective.dataset_size = int(dataset.num_images)
+  return config
 
 
 def _drop_unviable_checkpoint(manager, step: int) -> None:
@@ -419,7 +467,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   """Trains (resuming if the workdir holds a checkpoint), evaluates, and writes everything.
 
   Args:
-    config: the run's config (see configs/default.py).
+    config: the run's config (see gmg_jax/config.py).
     workdir: directory for checkpoints, logs, metrics and pictures.
 
   Returns:
@@ -444,12 +492,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       raise ConfigError(f"eval.metrics: {e}") from e
   if dataset.jittable:
     dataset = sharding.replicate(dataset, mesh)
+  config = with_dataset_facts(config, dataset)
   graphdef, state = create_train_state(config, dataset.image_shape)
   # Restoring into a replicated state makes Orbax read it replicated on every process.
   state = sharding.replicate(state, mesh)
   start = int(sharding.host_local(state.step))
   step_fn = _compile_step(
-    make_train_step(graphdef, config, mesh),
+    make_train_step(graphdef, config, mesh, host_batches=not dataset.jittable),
     state,
     _batch_source(config, dataset, state.rng, mesh)(start),
   )
@@ -471,6 +520,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if preempted:
     raise Preempted(int(sharding.host_local(state.step)), workdir)
   if jax.process_index() == 0:
+    summary = gradient_summary(read_jsonl(os.path.join(workdir, "metrics.jsonl")))
+    if summary is not None:
+      write_json_atomic(os.path.join(workdir, "train_summary.json"), summary)
+      share, ratio = (
+        summary["median_regularizer_share"],
+        summary["median_regularizer_to_distortion"],
+      )
+      print(
+        f"Regularizer gradient: median {share:.3g} of the loss's gradient w.r.t. the regularized "
+        f"outputs, {ratio:.3g} x the distortion's"
+        + (f" (NEGLIGIBLE: below {objectives.NEGLIGIBLE_SHARE})." if summary["negligible"] else ".")
+      )
     print(
       f"Done at step {int(sharding.host_local(state.step))}. Workdir {workdir}:\n"
       f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')} "

@@ -16,7 +16,6 @@ dim's KL to the prior (descending), and a dim with KL below `COLLAPSED_KL` nats 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +25,8 @@ import scipy.optimize
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
+
+from gmg_jax.atomic import atomic_write
 
 DecodeFn = Callable[[np.ndarray], Any]
 
@@ -361,28 +362,12 @@ def gw_plan_picture(
   return figure_to_array(figure)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> str:
-  """Calls `write(file)` on a temporary file next to `path`, then renames it to `path`."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-  try:
-    with os.fdopen(fd, "wb") as file:
-      write(file)
-    os.replace(tmp_path, path)
-  except BaseException:
-    os.unlink(tmp_path)
-    raise
-  return path
-
-
 def save_png(path: str | os.PathLike, image: Any) -> str:
   """Writes an image [H, W, C] (C = 1 or 3; uint8 or floats in [0, 1]) to `path` atomically."""
   image = to_uint8(image)
   if image.shape[-1] == 1:
     image = np.repeat(image, 3, axis=-1)  # grey PNG without a colormap
-  return _atomic_write(path, lambda f: matplotlib.image.imsave(f, image, format="png"))
+  return atomic_write(path, lambda f: matplotlib.image.imsave(f, image, format="png"), text=False)
 
 
 def save_gif(path: str | os.PathLike, frames: Any, *, frame_ms: int = 150) -> str:
@@ -395,11 +380,12 @@ def save_gif(path: str | os.PathLike, frames: Any, *, frame_ms: int = 150) -> st
   if frames.shape[-1] == 1:
     frames = np.repeat(frames, 3, axis=-1)
   images = [Image.fromarray(frame) for frame in frames]
-  return _atomic_write(
+  return atomic_write(
     path,
     lambda f: images[0].save(
       f, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0
     ),
+    text=False,
   )
 
 
@@ -463,4 +449,4 @@ def plot_metric_curves(
     ax.set_xlabel(x_key)
   for ax in axes[len(names) :]:
     ax.set_axis_off()
-  return _atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
+  return atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100), text=False)

@@ -28,6 +28,7 @@ def test_evaluate_a_saved_run_matches_scoring_its_encoder(tiny, tmp_path):
   assert not list(tmp_path.glob("*.tmp"))
   assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == [
     "reconstructions_00000010.png",
+    "traversal_00000010.gif",
     "traversal_00000010.png",
   ]
 

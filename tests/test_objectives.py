@@ -17,16 +17,11 @@ from flax import nnx
 from jax.test_util import check_grads
 from scipy import integrate, special, stats
 
-from gmg_jax import models, objectives
+from gmg_jax import loss_terms, models, objectives
 from gmg_jax.config import get_config
 
 IMAGE_SHAPE = (4, 4, 1)
 LATENT = 3
-
-
-@pytest.fixture
-def rng():
-  return np.random.default_rng(0)
 
 
 def _log_normal(x, mean, logvar):
@@ -46,7 +41,7 @@ def _posterior(rng, batch=5, dim=LATENT):
 def test_gaussian_log_density_matches_scipy(rng):
   x, mean, logvar = rng.normal(size=(3, 4, 2))
   expected = stats.norm.logpdf(x, mean, np.exp(0.5 * logvar))
-  np.testing.assert_allclose(objectives.gaussian_log_density(x, mean, logvar), expected, rtol=1e-5)
+  np.testing.assert_allclose(loss_terms.gaussian_log_density(x, mean, logvar), expected, rtol=1e-5)
 
 
 def test_gaussian_kl_matches_numerical_integration(rng):
@@ -57,7 +52,7 @@ def test_gaussian_kl_matches_numerical_integration(rng):
     per_sample[b] += integrate.quad(
       lambda t, q=q: q.pdf(t) * (q.logpdf(t) - stats.norm.logpdf(t)), -20, 20, limit=200
     )[0]
-  np.testing.assert_allclose(objectives.gaussian_kl(mu, logvar), per_sample.mean(), rtol=1e-4)
+  np.testing.assert_allclose(loss_terms.gaussian_kl(mu, logvar), per_sample.mean(), rtol=1e-4)
 
 
 def test_bernoulli_reconstruction_matches_cross_entropy(rng):
@@ -66,12 +61,12 @@ def test_bernoulli_reconstruction_matches_cross_entropy(rng):
   p = 1.0 / (1.0 + np.exp(-logits))
   expected = -np.sum(targets * np.log(p) + (1 - targets) * np.log(1 - p), axis=(1, 2, 3)).mean()
   np.testing.assert_allclose(
-    objectives.bernoulli_reconstruction(logits, targets), expected, rtol=1e-5
+    loss_terms.bernoulli_reconstruction(logits, targets), expected, rtol=1e-5
   )
   # Saturated logits stay finite in float32 (the naive log(sigmoid) would give inf).
   extreme = jnp.array([[200.0, -200.0]], jnp.float32)
   np.testing.assert_allclose(
-    objectives.bernoulli_reconstruction(extreme, jnp.array([[0.0, 1.0]])), 400.0, rtol=1e-6
+    loss_terms.bernoulli_reconstruction(extreme, jnp.array([[0.0, 1.0]])), 400.0, rtol=1e-6
   )
 
 
@@ -89,7 +84,7 @@ def test_total_correlation_matches_loops(rng):
       for d in range(dim)
     )
     expected += (log_qz - log_prod) / batch
-  np.testing.assert_allclose(objectives.total_correlation(z, mu, logvar), expected, rtol=1e-5)
+  np.testing.assert_allclose(loss_terms.total_correlation(z, mu, logvar), expected, rtol=1e-5)
 
 
 def _reference_weights(batch, n):
@@ -105,10 +100,10 @@ def _reference_weights(batch, n):
 
 def test_log_importance_weights_layout():
   np.testing.assert_allclose(
-    np.exp(objectives.log_importance_weights(5, 1000)), _reference_weights(5, 1000)
+    np.exp(loss_terms.log_importance_weights(5, 1000)), _reference_weights(5, 1000)
   )
   with pytest.raises(ValueError, match="at least 2"):
-    objectives.log_importance_weights(1, 1000)
+    loss_terms.log_importance_weights(1, 1000)
 
 
 def test_tcvae_decomposition_matches_loops(rng):
@@ -128,7 +123,7 @@ def test_tcvae_decomposition_matches_loops(rng):
     mi += (log_qzx - log_qz) / batch
     tc += (log_qz - log_prod) / batch
     dim_kl += (log_prod - log_pz) / batch
-  terms = objectives.tcvae_decomposition(z, mu, logvar, n)
+  terms = loss_terms.tcvae_decomposition(z, mu, logvar, n)
   np.testing.assert_allclose(
     [terms["mi"], terms["tc"], terms["dim_kl"]], [mi, tc, dim_kl], rtol=1e-4, atol=1e-5
   )
@@ -155,16 +150,16 @@ def test_dip_vae_penalty_matches_loops(rng):
       for j in range(dim)
     )
     np.testing.assert_allclose(
-      objectives.dip_vae_penalty(mu, logvar, 2.0, 5.0, kind), expected, rtol=1e-5
+      loss_terms.dip_vae_penalty(mu, logvar, 2.0, 5.0, kind), expected, rtol=1e-5
     )
   with pytest.raises(ValueError, match="dip_type"):
-    objectives.dip_vae_penalty(mu, logvar, 1.0, 1.0, "iii")
+    loss_terms.dip_vae_penalty(mu, logvar, 1.0, 1.0, "iii")
 
 
 def test_annealed_capacity_schedule():
-  values = [objectives.annealed_capacity(s, 25.0, 1000) for s in (0, 100, 500, 1000, 5000)]
+  values = [loss_terms.annealed_capacity(s, 25.0, 1000) for s in (0, 100, 500, 1000, 5000)]
   np.testing.assert_allclose(values, [0.0, 2.5, 12.5, 25.0, 25.0], rtol=1e-6)
-  assert jax.jit(objectives.annealed_capacity, static_argnums=(1, 2))(
+  assert jax.jit(loss_terms.annealed_capacity, static_argnums=(1, 2))(
     jnp.int32(250), 25.0, 1000
   ) == pytest.approx(6.25)
 
@@ -184,43 +179,42 @@ def test_hfs_matches_brute_force_on_all_and_sampled_pairs(rng):
   mu = rng.normal(size=(5, 4))
   all_pairs = list(itertools.combinations(range(4), 2))
   np.testing.assert_allclose(
-    objectives.hfs(mu, jax.random.key(0), num_pairs=100), _hfs_brute_force(mu, all_pairs), rtol=1e-5
+    loss_terms.hfs(mu, jax.random.key(0), num_pairs=100), _hfs_brute_force(mu, all_pairs), rtol=1e-5
   )
   key = jax.random.key(3)
-  pairs = np.asarray(objectives.latent_pairs(key, 4, 3))
+  pairs = np.asarray(loss_terms.latent_pairs(key, 4, 3))
   assert pairs.shape == (3, 2) and np.all(pairs[:, 0] < pairs[:, 1])
   assert len({tuple(p) for p in pairs}) == 3
   np.testing.assert_allclose(
-    objectives.hfs(mu, key, num_pairs=3), _hfs_brute_force(mu, pairs.tolist()), rtol=1e-5
+    loss_terms.hfs(mu, key, num_pairs=3), _hfs_brute_force(mu, pairs.tolist()), rtol=1e-5
   )
 
 
 def test_hfs_closed_form_cases():
   key = jax.random.key(0)
   grid = np.array([[a, b] for a in (0.0, 1.0, 2.0) for b in (0.0, 1.0)])
-  assert float(objectives.hfs(grid, key)) == 0.0  # a factorized support matches itself
+  assert float(loss_terms.hfs(grid, key)) == 0.0  # a factorized support matches itself
   diagonal = np.array([[0.0, 0.0], [1.0, 1.0]])
-  np.testing.assert_allclose(objectives.hfs(diagonal, key), 1.0)  # (0, 1) is 1 from both
+  np.testing.assert_allclose(loss_terms.hfs(diagonal, key), 1.0)  # (0, 1) is 1 from both
   with pytest.raises(ValueError, match="2 latent"):
-    objectives.hfs(np.zeros((3, 1)), key)
+    loss_terms.hfs(np.zeros((3, 1)), key)
 
 
-def test_gradients_match_finite_differences(rng):
+def test_gradients_match_finite_differences(rng, enable_x64):
   z, mu, logvar = _posterior(rng, batch=4, dim=3)
-  with jax.enable_x64(True):
-    key = jax.random.key(0)
-    check_grads(
-      jax.jit(lambda m: objectives.hfs(m, key, num_pairs=2)),
-      (jnp.asarray(mu),),
-      order=1,
-      modes=["rev"],
-    )
-    check_grads(
-      jax.jit(lambda z, m, lv: objectives.tcvae_decomposition(z, m, lv, 100)["tc"]),
-      (jnp.asarray(z), jnp.asarray(mu), jnp.asarray(logvar)),
-      order=1,
-      modes=["rev"],
-    )
+  key = jax.random.key(0)
+  check_grads(
+    jax.jit(lambda m: loss_terms.hfs(m, key, num_pairs=2)),
+    (jnp.asarray(mu),),
+    order=1,
+    modes=["rev"],
+  )
+  check_grads(
+    jax.jit(lambda z, m, lv: loss_terms.tcvae_decomposition(z, m, lv, 100)["tc"]),
+    (jnp.asarray(z), jnp.asarray(mu), jnp.asarray(logvar)),
+    order=1,
+    modes=["rev"],
+  )
 
 
 def _reg_ot_cost(x, y, epsilon, iterations=2000):
@@ -244,7 +238,7 @@ def test_sinkhorn_prior_matching_matches_reference(rng):
     - 0.5 * _reg_ot_cost(z64, z64, 1.0)
     - 0.5 * _reg_ot_cost(noise, noise, 1.0)
   )
-  divergence = jax.jit(lambda z: objectives.sinkhorn_prior_matching(z, key, epsilon=1.0))
+  divergence = jax.jit(lambda z: loss_terms.sinkhorn_prior_matching(z, key, epsilon=1.0))
   value = divergence(jnp.asarray(z))
   np.testing.assert_allclose(value, expected, rtol=2e-2)
   far = divergence(jnp.asarray(z) + 5.0)
@@ -253,7 +247,7 @@ def test_sinkhorn_prior_matching_matches_reference(rng):
 
 def test_permute_dims_shuffles_each_column_independently(rng):
   z = rng.normal(size=(16, 6)).astype(np.float32)
-  shuffled = np.asarray(objectives.permute_dims(jnp.asarray(z), jax.random.key(0)))
+  shuffled = np.asarray(loss_terms.permute_dims(jnp.asarray(z), jax.random.key(0)))
   np.testing.assert_array_equal(np.sort(shuffled, axis=0), np.sort(z, axis=0))
   perms = [tuple(np.argsort(np.argsort(shuffled[:, d]))[np.argsort(z[:, d])]) for d in range(6)]
   assert len(set(perms)) > 1
@@ -262,12 +256,12 @@ def test_permute_dims_shuffles_each_column_independently(rng):
 def test_factor_vae_terms_match_formulas(rng):
   real, permuted = rng.normal(size=(2, 5, 2))
   np.testing.assert_allclose(
-    objectives.factor_vae_tc(real), np.mean(real[:, 0] - real[:, 1]), rtol=1e-6
+    loss_terms.factor_vae_tc(real), np.mean(real[:, 0] - real[:, 1]), rtol=1e-6
   )
   p_real = np.exp(real) / np.exp(real).sum(1, keepdims=True)
   p_perm = np.exp(permuted) / np.exp(permuted).sum(1, keepdims=True)
   expected = -(0.5 * np.log(p_real[:, 0]).mean() + 0.5 * np.log(p_perm[:, 1]).mean())
-  np.testing.assert_allclose(objectives.discriminator_loss(real, permuted), expected, rtol=1e-5)
+  np.testing.assert_allclose(loss_terms.discriminator_loss(real, permuted), expected, rtol=1e-5)
 
 
 # ---- vae_loss -------------------------------------------------------------------------------
@@ -383,7 +377,7 @@ def test_beta_tcvae_estimators(model, images):
   _, aux = _jit_loss(_objective(name="beta_tcvae", beta=5.0))(model, images, KEY, 0)
   assert "mi" not in aux  # dlib form without HFS
   z, mu, logvar, _ = _reference_forward(model, images, KEY)
-  np.testing.assert_allclose(aux["tc"], objectives.total_correlation(z, mu, logvar), rtol=1e-5)
+  np.testing.assert_allclose(aux["tc"], loss_terms.total_correlation(z, mu, logvar), rtol=1e-5)
   np.testing.assert_allclose(
     aux["loss"], aux["reconstruction"] + aux["kl"] + 4.0 * aux["tc"], rtol=1e-5
   )
@@ -398,10 +392,10 @@ def test_beta_tcvae_estimators(model, images):
     dataset_size=100,
   )
   _, aux = _jit_loss(cfg)(model, images, KEY, 0)
-  terms = objectives.tcvae_decomposition(z, mu, logvar, 100)
+  terms = loss_terms.tcvae_decomposition(z, mu, logvar, 100)
   for name in ("mi", "tc", "dim_kl"):
     np.testing.assert_allclose(aux[name], terms[name], rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(aux["hfs"], objectives.hfs(mu, KEY, num_pairs=100), rtol=1e-5)
+  np.testing.assert_allclose(aux["hfs"], loss_terms.hfs(mu, KEY, num_pairs=100), rtol=1e-5)
   np.testing.assert_allclose(
     aux["loss"],
     aux["reconstruction"]
@@ -419,7 +413,7 @@ def test_dip_and_annealed_losses(model, images):
     model, images, KEY, 0
   )
   np.testing.assert_allclose(
-    aux["dip_penalty"], objectives.dip_vae_penalty(mu, logvar, 2.0, 2.0, "ii"), rtol=1e-5
+    aux["dip_penalty"], loss_terms.dip_vae_penalty(mu, logvar, 2.0, 2.0, "ii"), rtol=1e-5
   )
   np.testing.assert_allclose(
     aux["loss"], aux["reconstruction"] + aux["kl"] + aux["dip_penalty"], rtol=1e-5
@@ -456,9 +450,9 @@ def test_factor_vae_critic_gets_no_gradient_from_vae_loss(model, images, discrim
       objectives.factor_vae_discriminator_loss, has_aux=True
     )(discriminator, z, disc_key)
     references = (
-      objectives.factor_vae_tc(discriminator(z)),
-      objectives.discriminator_loss(
-        discriminator(z), discriminator(objectives.permute_dims(z, disc_key))
+      loss_terms.factor_vae_tc(discriminator(z)),
+      loss_terms.discriminator_loss(
+        discriminator(z), discriminator(loss_terms.permute_dims(z, disc_key))
       ),
     )
     return aux, vae_grads, disc_grads, d_loss, d_aux, d_grads, references
@@ -507,7 +501,7 @@ def test_decoder_free(encoder_only, images):
   mu, logvar = nnx.jit(lambda m, x: m.encode(x))(encoder_only, images)
   loss, aux = _jit_loss(_objective(name="decoder_free"))(encoder_only, images, KEY, 0)
   assert "reconstruction" not in aux
-  np.testing.assert_allclose(loss, objectives.gaussian_kl(mu, logvar), rtol=1e-5)
+  np.testing.assert_allclose(loss, loss_terms.gaussian_kl(mu, logvar), rtol=1e-5)
 
   cfg = _objective(name="decoder_free", prior_matching="sinkhorn")
   (loss, aux), grads = nnx.jit(

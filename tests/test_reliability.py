@@ -13,7 +13,7 @@ from conftest import ROOT, tiny_main_command
 
 from gmg_jax import checkpointing, checks, data, evaluation, objectives, train
 from gmg_jax.config import ConfigError
-from gmg_jax.logging import MetricWriter, finite_json, read_jsonl, write_json_atomic
+from gmg_jax.writers import MetricWriter, finite_json, read_jsonl, write_json_atomic
 
 
 def _tree_digest(root):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gmg_jax import logging as logging_lib
+from gmg_jax import writers as writers_lib
 
 
 def tfrecord_events(directory):
@@ -59,7 +59,7 @@ def logging_config(config, **fields):
 def test_tensorboard_gets_images_hyperparameters_and_scalars(tiny, tmp_path):
   config = tiny("gmg_cos_decoder")
   image = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
-  writer = logging_lib.MetricWriter(str(tmp_path), "eval", config=config)
+  writer = writers_lib.MetricWriter(str(tmp_path), "eval", config=config)
   writer.write(7, {"mig/discrete_mig": 0.25})
   writer.write_images(7, {"pictures/traversal": image, "pictures/grey": image[..., :1]})
   writer.close()
@@ -90,12 +90,12 @@ def test_tensorboard_gets_images_hyperparameters_and_scalars(tiny, tmp_path):
 
 
 def test_writer_without_config_writes_no_hyperparameters(tmp_path):
-  writer = logging_lib.MetricWriter(str(tmp_path))
+  writer = writers_lib.MetricWriter(str(tmp_path))
   writer.write(1, {"loss": 2.0})
   writer.close()
   tags = {v.tag for _, v in summary_values(tfrecord_events(tmp_path / "tensorboard"))}
   assert tags == {"loss"}
-  assert not (tmp_path / logging_lib.WANDB_RUN_ID_FILE).exists()
+  assert not (tmp_path / writers_lib.WANDB_RUN_ID_FILE).exists()
 
 
 def test_evaluation_sends_its_pictures_to_tensorboard(tiny, tmp_path):
@@ -182,8 +182,8 @@ def history_rows(path):
 def test_wandb_offline_run_continues_with_the_same_id(tiny, tmp_path, wandb_offline):
   workdir = tmp_path / "run"
   config = logging_config(tiny(), wandb_project="gmg-test")
-  trainer = logging_lib.MetricWriter(str(workdir), config=config)
-  evaluator = logging_lib.MetricWriter(str(workdir), "eval", config=config)
+  trainer = writers_lib.MetricWriter(str(workdir), config=config)
+  evaluator = writers_lib.MetricWriter(str(workdir), "eval", config=config)
   assert evaluator._wandb.run is trainer._wandb.run  # one W&B run per workdir and process
   trainer.write(5, {"loss": 1.5, "regularizer/gmg": np.float32(0.25)})
   evaluator.write_images(5, {"pictures/traversal": np.zeros((4, 6, 3), np.uint8)})
@@ -191,7 +191,7 @@ def test_wandb_offline_run_continues_with_the_same_id(tiny, tmp_path, wandb_offl
   trainer.write(10, {"loss": 1.0})
   trainer.close()
 
-  run_id = (workdir / logging_lib.WANDB_RUN_ID_FILE).read_text().strip()
+  run_id = (workdir / writers_lib.WANDB_RUN_ID_FILE).read_text().strip()
   runs = glob.glob(str(wandb_offline / "wandb" / f"offline-run-*-{run_id}"))
   assert len(runs) == 1
   log = finished_log(runs[0], run_id)
@@ -209,7 +209,7 @@ def test_wandb_offline_run_continues_with_the_same_id(tiny, tmp_path, wandb_offl
   # A resumed run (a new writer on the same workdir) continues the same W&B run id. Offline
   # directories are named by the second the run started: start the second one a second later.
   time.sleep(1.0)
-  resumed = logging_lib.MetricWriter(str(workdir), config=config)
+  resumed = writers_lib.MetricWriter(str(workdir), config=config)
   assert resumed._wandb.run_id == run_id
   resumed.write(15, {"loss": 0.5})
   resumed.close()
@@ -221,26 +221,26 @@ def test_wandb_offline_run_continues_with_the_same_id(tiny, tmp_path, wandb_offl
 
 
 def test_wandb_run_id_file_is_kept(tmp_path):
-  run_id = logging_lib.wandb_run_id(str(tmp_path))
+  run_id = writers_lib.wandb_run_id(str(tmp_path))
   assert run_id.isalnum() and len(run_id) == 16
-  assert logging_lib.wandb_run_id(str(tmp_path)) == run_id
-  assert os.listdir(tmp_path) == [logging_lib.WANDB_RUN_ID_FILE]
+  assert writers_lib.wandb_run_id(str(tmp_path)) == run_id
+  assert os.listdir(tmp_path) == [writers_lib.WANDB_RUN_ID_FILE]
 
 
 def test_wandb_missing_says_how_to_install(tiny, tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
   config = logging_config(tiny(), wandb_project="gmg-test")
   with pytest.raises(ImportError, match=r'pip install -e "\.\[wandb\]"'):
-    logging_lib.MetricWriter(str(tmp_path / "run"), config=config)
+    writers_lib.MetricWriter(str(tmp_path / "run"), config=config)
   assert not (tmp_path / "run").exists()  # failed before writing anything
   # W&B off: no import is attempted.
-  logging_lib.MetricWriter(str(tmp_path), config=logging_config(tiny(), wandb_project="")).close()
+  writers_lib.MetricWriter(str(tmp_path), config=logging_config(tiny(), wandb_project="")).close()
 
 
 def test_per_dim_kl_of_the_traversal_labels():
   import jax.numpy as jnp
 
-  from gmg_jax import evaluation, objectives
+  from gmg_jax import evaluation, loss_terms
 
   rng = np.random.default_rng(3)
   mu = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
@@ -249,4 +249,46 @@ def test_per_dim_kl_of_the_traversal_labels():
   mu_np, logvar_np = np.asarray(mu), np.asarray(logvar)
   by_hand = np.mean(0.5 * (mu_np**2 + np.exp(logvar_np) - logvar_np - 1.0), axis=0)
   np.testing.assert_allclose(kl, by_hand, rtol=1e-5)
-  np.testing.assert_allclose(kl.sum(), objectives.gaussian_kl(mu, logvar), rtol=1e-5)
+  np.testing.assert_allclose(kl.sum(), loss_terms.gaussian_kl(mu, logvar), rtol=1e-5)
+
+
+def test_truncate_after_keeps_the_records_up_to_the_step_and_appends_after_them(tmp_path):
+  # JSON lines (gmg_jax/writers.py): a resumed run drops the records past its checkpoint.
+  writer = writers_lib.MetricWriter(str(tmp_path), tensorboard=False)
+  for step in (5, 10, 15, 20):
+    writer.write(step, {"loss": float(step)})
+  writer.truncate_after(10)  # resumed from the checkpoint at step 10
+  writer.write(15, {"loss": -15.0})  # the resumed run writes its own step 15
+  writer.close()
+  assert writers_lib.read_jsonl(writer.path) == [
+    {"step": 5, "loss": 5.0},
+    {"step": 10, "loss": 10.0},
+    {"step": 15, "loss": -15.0},
+  ]
+  assert not (tmp_path / "metrics.jsonl.tmp").exists()
+
+
+def test_truncate_after_a_step_before_every_record_empties_the_log(tmp_path):
+  writer = writers_lib.MetricWriter(str(tmp_path), "eval", tensorboard=False)
+  writer.write(8, {"mig": 0.5})
+  writer.truncate_after(0)
+  writer.close()
+  assert (tmp_path / "eval.jsonl").read_text() == ""
+
+
+def test_read_jsonl_skips_a_line_cut_by_a_kill(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  records = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
+  text = "".join(json.dumps(r) + "\n" for r in records)
+  path.write_text(text + json.dumps({"step": 3, "loss": 0.25})[:12])  # no closing brace
+  assert writers_lib.read_jsonl(str(path)) == records
+  # The writer reopens such a file and its next record still reads back.
+  writer = writers_lib.MetricWriter(str(tmp_path), tensorboard=False)
+  writer.truncate_after(2)
+  writer.write(3, {"loss": 0.25})
+  writer.close()
+  assert writers_lib.read_jsonl(str(path)) == [*records, {"step": 3, "loss": 0.25}]
+
+
+def test_read_jsonl_of_a_missing_file_is_empty(tmp_path):
+  assert writers_lib.read_jsonl(str(tmp_path / "absent.jsonl")) == []

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
+from gmg_jax.atomic import atomic_write
 from gmg_jax.data.base import default_data_dir
 
 _CHUNK = 1 << 20
@@ -268,10 +269,8 @@ def download_mirrors(remote: RemoteFile, dest: str, progress: bool = True) -> st
 
 
 def _gunzip(src: str, dest: str) -> None:
-  tmp = dest + ".tmp"
-  with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-    shutil.copyfileobj(fin, fout, _CHUNK)
-  os.replace(tmp, dest)
+  with gzip.open(src, "rb") as fin:
+    atomic_write(dest, lambda fout: shutil.copyfileobj(fin, fout, _CHUNK), text=False)
 
 
 def _unpack_cars(src: str, data_dir: str) -> None:

@@ -20,6 +20,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from tensorboardX import SummaryWriter
+
+from gmg_jax.atomic import atomic_write
 
 
 def _to_python(value: Any) -> float | int | bool | str:
@@ -59,12 +62,7 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
     if tensorboard:
-      try:
-        from tensorboardX import SummaryWriter
-      except ImportError:  # TensorBoard files are optional; the JSON lines are not.
-        SummaryWriter = None
-      if SummaryWriter is not None:
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", name))
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard", name))
     if config is not None and self._tb is not None:
       _write_hparams(self._tb, config)
 
@@ -74,10 +72,7 @@ class MetricWriter:
       return
     kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
     self._file.close()
-    tmp = self.path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, self.path)
+    atomic_write(self.path, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept), text=True)
     self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -141,11 +136,12 @@ def finite_json(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str, payload: Any) -> None:
-  """Writes `payload` as JSON to a temporary file next to `path`, then renames it to `path`."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(finite_json(payload), f, indent=2, sort_keys=True, allow_nan=False)
-  os.replace(tmp, path)
+  """Writes `payload` as JSON (non-finite floats as null, see `finite_json`), atomically."""
+  atomic_write(
+    path,
+    lambda f: json.dump(finite_json(payload), f, indent=2, sort_keys=True, allow_nan=False),
+    text=True,
+  )
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -219,11 +215,7 @@ def wandb_run_id(workdir: str) -> str:
     if run_id:
       return run_id
   run_id = uuid.uuid4().hex[:16]
-  os.makedirs(workdir, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(run_id + "\n")
-  os.replace(tmp, path)
+  atomic_write(path, lambda f: f.write(run_id + "\n"), text=True)
   return run_id
 
 
