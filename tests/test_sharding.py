@@ -1,8 +1,12 @@
 """Tests for data parallelism: sharded steps on 4 fake CPU devices and a real 2-process run.
 
 The multi-device checks run in one subprocess started with JAX_NUM_CPU_DEVICES=4 (the device
-count is fixed when JAX starts, and the rest of the suite runs on one device); that process
-prints its measurements as JSON and the tests below assert on them.
+count is fixed when JAX starts, and the rest of the suite runs on one device). Each check is its
+own function computing only what its test asserts; the process reports each check's result, or
+its traceback, as JSON, so a failing test names the check that failed and why.
+
+The two-process run is done once (a module fixture): started, stopped by SIGTERM to one process,
+resumed, then compared with one process trained to the same step; each test asserts on one part.
 """
 
 import json
@@ -12,10 +16,13 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 
 import numpy as np
 import pytest
 from conftest import ROOT, tiny_config, tiny_main_command
+
+from gmg_jax import cli
 
 _NUM_DEVICES = 4
 
@@ -44,42 +51,43 @@ def _steps_side_by_side(config, batches, mesh):
   return state_one, metrics_one, state_all, metrics_all, step_all
 
 
-def _multi_device_checks() -> dict:
-  """Runs in a process with 4 CPU devices; returns the measurements the tests assert on."""
+def _global_scope_step() -> dict:
+  """Three steps with scope="global" (the batch drawn inside the step) on one and all devices."""
   import jax
-  import jax.numpy as jnp
-  from flax import nnx
 
-  from gmg_jax import data, regularizers, sharding, train
+  from gmg_jax import data, sharding
 
-  assert jax.device_count() == _NUM_DEVICES
   mesh = sharding.make_mesh()
-  layout = sharding.batch_sharding(mesh)
-  out = {}
-
-  # scope="global" with the batch drawn inside the step.
   config = tiny_config("gmg_cos_decoder")
   config.train.batch_size = 32
   dataset = data.get_dataset(config.data)
   state_one, metrics_one, state_all, metrics_all, step_all = _steps_side_by_side(
     config, [(dataset, dataset)] * 3, mesh
   )
-  out["global_param_diff"] = _max_abs_diff(state_one.modules, state_all.modules)
-  out["global_metric_diff"] = {
-    k: abs(float(metrics_one[k]) - float(metrics_all[k]))
-    for k in ("loss", "regularizer", "grad_norm")
+  return {
+    "step": int(state_all.step),
+    "param_diff": _max_abs_diff(state_one.modules, state_all.modules),
+    "metric_diff": {
+      k: abs(float(metrics_one[k]) - float(metrics_all[k]))
+      for k in ("loss", "regularizer", "grad_norm")
+    },
+    # The gradient is reduced across devices only if the batch really was split over them.
+    "all_reduce_in_step": "all-reduce" in step_all.lower(state_all, dataset).compile().as_text(),
+    "replicated": all(
+      leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == _NUM_DEVICES
+      for leaf in jax.tree.leaves(state_all)
+    ),
   }
-  out["global_step"] = int(state_all.step)
-  out["replicated"] = all(
-    leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == _NUM_DEVICES
-    for leaf in jax.tree.leaves(state_all)
-  )
-  # The gradient is reduced across devices only if the batch really was split over them.
-  out["all_reduce_in_step"] = "all-reduce" in step_all.lower(state_all, dataset).compile().as_text()
 
-  # A host dataset: every process draws the batch, feeds its rows.
-  host_config = tiny_config()
-  host_config.train.batch_size = 32
+
+def _host_batches() -> dict:
+  """Three steps on batches drawn on the host, each device fed its rows, against one device."""
+  from gmg_jax import data, sharding, train
+
+  mesh = sharding.make_mesh()
+  layout = sharding.batch_sharding(mesh)
+  config = tiny_config()
+  config.train.batch_size = 32
   rng = np.random.default_rng(0)
   host_set = data.HostArrayDataset(
     rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8),
@@ -90,15 +98,24 @@ def _multi_device_checks() -> dict:
     (8, 8),
     (0, 1),
   )
-  run_rng = np.asarray(train.create_train_state(host_config, (16, 16, 3))[1].rng)
-  host_batches = [train.host_batch(host_set, run_rng, s, 32) for s in range(3)]
+  run_rng = np.asarray(train.create_train_state(config, (16, 16, 3))[1].rng)
+  batches = [train.host_batch(host_set, run_rng, s, 32) for s in range(3)]
   state_one, _, state_all, _, _ = _steps_side_by_side(
-    host_config, [(b, sharding.host_to_global(b, layout)) for b in host_batches], mesh
+    config, [(b, sharding.host_to_global(b, layout)) for b in batches], mesh
   )
-  out["host_param_diff"] = _max_abs_diff(state_one.modules, state_all.modules)
+  return {"param_diff": _max_abs_diff(state_one.modules, state_all.modules)}
 
-  # scope="local": one GMG per device sub-batch, against the mean computed by hand.
-  gmg = regularizers.make_regularizer(config.regularizer)
+
+def _local_scope_regularizer() -> dict:
+  """scope="local": one GMG per device sub-batch, against the mean of four computed by hand."""
+  import jax
+  import jax.numpy as jnp
+
+  from gmg_jax import regularizers, sharding
+
+  mesh = sharding.make_mesh()
+  layout = sharding.batch_sharding(mesh)
+  gmg = regularizers.make_regularizer(tiny_config("gmg_cos_decoder").regularizer)
   local = sharding.scoped_regularizer(gmg, "local", mesh)
   key_x, key_y = jax.random.split(jax.random.key(1))
   x = jax.random.normal(key_x, (32, 4))
@@ -114,25 +131,40 @@ def _multi_device_checks() -> dict:
 
   value_local, grad_local = jax.jit(jax.value_and_grad(sharded))(jax.device_put(y, layout))
   value_hand, grad_hand = jax.value_and_grad(by_hand)(y)
-  out["local_value"], out["local_by_hand"] = float(value_local), float(value_hand)
-  out["local_global_value"] = float(gmg(None, x, y, key)[0])
-  out["local_grad_diff"] = float(jnp.max(jnp.abs(grad_local - grad_hand)))
-  out["local_grad_scale"] = float(jnp.max(jnp.abs(grad_hand)))
+  return {
+    "value": float(value_local),
+    "by_hand": float(value_hand),
+    "global_value": float(gmg(None, x, y, key)[0]),
+    "grad_diff": float(jnp.max(jnp.abs(grad_local - grad_hand))),
+    "grad_scale": float(jnp.max(jnp.abs(grad_hand))),
+  }
 
-  # A whole step with scope="local" and the Jacobian penalty, whose map (the decoder, closing
-  # over the parameters) runs per shard.
-  for variant in ("jacobian_decoder",):
-    local_config = tiny_config(variant)
-    local_config.regularizer.scope = "local"
-    graphdef, state = train.create_train_state(local_config, (16, 16, 3))
-    step = train.make_train_step(graphdef, local_config, mesh)
-    state, metrics = step(sharding.replicate(state, mesh), dataset)
-    out[f"local_step_{variant}"] = {
-      "finite": bool(metrics["finite"]),
-      "regularizer": float(metrics["regularizer"]),
-    }
 
-  # Evaluation: each device encodes its rows (10 rows: padded to 12), every process gets all.
+def _local_scope_jacobian_step() -> dict:
+  """A whole step with scope="local" and the Jacobian penalty, whose map (the decoder, closing
+  over the parameters) runs per shard."""
+  from gmg_jax import data, sharding, train
+
+  mesh = sharding.make_mesh()
+  config = tiny_config("jacobian_decoder")
+  config.regularizer.scope = "local"
+  graphdef, state = train.create_train_state(config, (16, 16, 3))
+  step = train.make_train_step(graphdef, config, mesh)
+  state, metrics = step(sharding.replicate(state, mesh), data.get_dataset(config.data))
+  return {"finite": bool(metrics["finite"]), "regularizer": float(metrics["regularizer"])}
+
+
+def _sharded_evaluation() -> dict:
+  """Each device encodes its rows (10 rows: padded to 12); every process gets all the codes."""
+  import jax
+  from flax import nnx
+
+  from gmg_jax import data, sharding, train
+
+  mesh = sharding.make_mesh()
+  layout = sharding.batch_sharding(mesh)
+  config = tiny_config("gmg_cos_decoder")
+  dataset = data.get_dataset(config.data)
   graphdef, state = train.create_train_state(config, (16, 16, 3))
   images = np.asarray(dataset.images_from_factors(dataset.sample_factors(jax.random.key(3), 10)))
 
@@ -141,35 +173,48 @@ def _multi_device_checks() -> dict:
 
   codes_all = sharding.sharded_map(encode, mesh)(sharding.replicate(state.modules, mesh), images)
   codes_one = jax.jit(encode)(state.modules, images)
-  out["eval_codes_shape"] = list(codes_all.shape)
-  out["eval_codes_diff"] = float(np.max(np.abs(codes_all - np.asarray(codes_one))))
-  out["eval_encode_sharded"] = (
-    "all-gather"
-    in jax.jit(encode, out_shardings=sharding.replicated(mesh))
+  compiled = (
+    jax.jit(encode, out_shardings=sharding.replicated(mesh))
     .lower(sharding.replicate(state.modules, mesh), jax.device_put(images[:8], layout))
     .compile()
-    .as_text()
   )
+  return {
+    "codes_shape": list(codes_all.shape),
+    "codes_diff": float(np.max(np.abs(codes_all - np.asarray(codes_one)))),
+    "gathered": "all-gather" in compiled.as_text(),
+  }
 
-  # A batch that does not split over the devices.
-  bad = tiny_config()
-  bad.train.batch_size = 18
-  try:
-    train.train_and_evaluate(bad, os.path.join(os.environ["SHARDING_TEST_TMP"], "bad"))
-    out["indivisible_error"] = None
-  except ValueError as e:
-    out["indivisible_error"] = str(e)
+
+_CHECKS = {
+  f.__name__.lstrip("_"): f
+  for f in (
+    _global_scope_step,
+    _host_batches,
+    _local_scope_regularizer,
+    _local_scope_jacobian_step,
+    _sharded_evaluation,
+  )
+}
+
+
+def _run_checks() -> dict:
+  """Runs every check in this process (4 CPU devices); a check that raises reports its traceback."""
+  import jax
+
+  assert jax.device_count() == _NUM_DEVICES, jax.devices()
+  out = {}
+  for name, check in _CHECKS.items():
+    try:
+      out[name] = {"result": check(), "error": None}
+    except Exception:  # noqa: BLE001 (reported to the test of this check)
+      out[name] = {"result": None, "error": traceback.format_exc()}
   return out
 
 
 @pytest.fixture(scope="module")
-def multi_device(tmp_path_factory):
-  env = {
-    **os.environ,
-    "JAX_NUM_CPU_DEVICES": str(_NUM_DEVICES),
-    "JAX_PLATFORMS": "cpu",
-    "SHARDING_TEST_TMP": str(tmp_path_factory.mktemp("sharding")),
-  }
+def four_devices():
+  """The checks' results from one process with 4 CPU devices (one JAX start for all of them)."""
+  env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(_NUM_DEVICES), "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(
     [sys.executable, os.path.abspath(__file__)],
     cwd=ROOT,
@@ -183,44 +228,49 @@ def multi_device(tmp_path_factory):
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_global_scope_step_equals_the_single_device_step(multi_device):
-  assert multi_device["global_step"] == 3
-  assert multi_device["all_reduce_in_step"]
-  assert multi_device["global_param_diff"] < 1e-5, multi_device
-  assert max(multi_device["global_metric_diff"].values()) < 1e-4, multi_device
+def _result(four_devices, name):
+  """The result of check `name`, or a failure carrying its traceback from the 4-device process."""
+  report = four_devices[name]
+  if report["error"] is not None:
+    pytest.fail(f"{name} raised in the 4-device process:\n{report['error']}", pytrace=False)
+  return report["result"]
 
 
-def test_state_stays_replicated_on_every_device(multi_device):
-  assert multi_device["replicated"]
+def test_global_scope_step_equals_the_single_device_step(four_devices):
+  result = _result(four_devices, "global_scope_step")
+  assert result["step"] == 3
+  assert result["all_reduce_in_step"], "the step does not reduce the gradient across devices"
+  assert result["param_diff"] < 1e-5, result
+  assert max(result["metric_diff"].values()) < 1e-4, result
 
 
-def test_host_batches_feed_local_rows_and_match_one_device(multi_device):
-  assert multi_device["host_param_diff"] < 1e-5, multi_device
+def test_state_stays_replicated_on_every_device(four_devices):
+  assert _result(four_devices, "global_scope_step")["replicated"]
 
 
-def test_local_scope_is_the_mean_of_per_device_gmgs(multi_device):
-  np.testing.assert_allclose(
-    multi_device["local_value"], multi_device["local_by_hand"], rtol=1e-4, atol=1e-6
-  )
+def test_host_batches_feed_local_rows_and_match_one_device(four_devices):
+  result = _result(four_devices, "host_batches")
+  assert result["param_diff"] < 1e-5, result
+
+
+def test_local_scope_is_the_mean_of_per_device_gmgs(four_devices):
+  result = _result(four_devices, "local_scope_regularizer")
+  np.testing.assert_allclose(result["value"], result["by_hand"], rtol=1e-4, atol=1e-6)
   # A different objective from the global one: four 8-point problems, not one 32-point one.
-  assert abs(multi_device["local_value"] - multi_device["local_global_value"]) > 1e-2 * abs(
-    multi_device["local_global_value"]
-  ), multi_device
-  assert multi_device["local_grad_diff"] <= 1e-5 * max(multi_device["local_grad_scale"], 1.0)
-  for variant in ("jacobian_decoder",):
-    result = multi_device[f"local_step_{variant}"]
-    assert result["finite"] and np.isfinite(result["regularizer"]), result
+  assert abs(result["value"] - result["global_value"]) > 1e-2 * abs(result["global_value"]), result
+  assert result["grad_diff"] <= 1e-5 * max(result["grad_scale"], 1.0), result
 
 
-def test_evaluation_encodes_on_every_device_and_gathers_all_codes(multi_device):
-  assert multi_device["eval_codes_shape"] == [10, 4]
-  assert multi_device["eval_codes_diff"] < 1e-5
-  assert multi_device["eval_encode_sharded"]
+def test_local_scope_jacobian_step_runs_per_shard(four_devices):
+  result = _result(four_devices, "local_scope_jacobian_step")
+  assert result["finite"] and np.isfinite(result["regularizer"]) and result["regularizer"] > 0
 
 
-def test_batch_size_not_divisible_by_devices_names_both_numbers(multi_device):
-  message = multi_device["indivisible_error"]
-  assert message is not None and "batch_size=18" in message and "device count 4" in message
+def test_evaluation_encodes_on_every_device_and_gathers_all_codes(four_devices):
+  result = _result(four_devices, "sharded_evaluation")
+  assert result["codes_shape"] == [10, 4]
+  assert result["codes_diff"] < 1e-5, result
+  assert result["gathered"], "the encoder's output is not gathered across devices"
 
 
 def _free_port() -> int:
@@ -229,10 +279,10 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _main(workdir, num_steps, env, checkpoint_every=3):
+def _main(workdir, num_steps, env, checkpoint_every=3, eval_every=0):
   cmd = tiny_main_command(
     workdir,
-    "--config.eval.every_steps=8",
+    f"--config.eval.every_steps={eval_every}",
     "--config.train.log_every=5",
     f"--config.train.checkpoint_every={checkpoint_every}",
     f"--config.train.num_steps={num_steps}",
@@ -248,10 +298,13 @@ def _main(workdir, num_steps, env, checkpoint_every=3):
   )
 
 
-def _finish(procs):
+def _finish(procs) -> dict:
   outputs = [p.communicate(timeout=300)[0] for p in procs]
-  for p, output in zip(procs, outputs, strict=True):
-    assert p.returncode == 0, output[-4000:]
+  return {"returncodes": [p.returncode for p in procs], "output": "\n".join(outputs)[-6000:]}
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
 
 
 def _final_params(workdir):
@@ -273,53 +326,105 @@ def _two_process_env(port, process_id):
   }
 
 
-@pytest.mark.slow
-def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path):
+_NEVER = 10**6
+_RESUMED_STEPS = 5  # steps the resumed two-process run adds after the SIGTERM
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+  """One two-process run, stopped by SIGTERM and resumed; then one process to the same step.
+
+  Returns the workdirs and each leg's exit statuses and output; the tests assert on them. A leg
+  that failed leaves the later ones out (None).
+  """
+  root = tmp_path_factory.mktemp("two_processes")
+  runs = {"multi": root / "multi", "single": root / "single"}
   port = _free_port()
-  never = 10**6
   procs = [
-    _main(tmp_path, never, _two_process_env(port, i), checkpoint_every=never) for i in (0, 1)
+    _main(runs["multi"], _NEVER, _two_process_env(port, i), checkpoint_every=_NEVER) for i in (0, 1)
   ]
-  first = tmp_path / "checkpoints" / "1"  # Orbax saves the first step: training has started.
+  first = runs["multi"] / "checkpoints" / "1"  # Orbax saves the first step: training has started.
   deadline = time.time() + 240
   while time.time() < deadline and not first.exists():
     time.sleep(0.05)
   procs[1].send_signal(signal.SIGTERM)  # Process 0 is not signalled: it must learn of it.
-  _finish(procs)
-  steps = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
-  assert 1 < max(steps) < never, steps
-  state, meta = _final_params(tmp_path)
-  assert int(state.step) == max(steps) == meta["step"]
+  runs["stopped"] = _finish(procs)
+  runs["resumed"] = runs["single_run"] = runs["final_step"] = None
+  if runs["stopped"]["returncodes"] != [cli.EXIT_PREEMPTED] * 2:
+    return runs
+  runs["stop_steps"] = _checkpoint_steps(runs["multi"])
+  state, meta = _final_params(runs["multi"])
+  runs["stop_state"] = {"step": int(state.step), "meta_step": meta["step"]}
+  final = runs["final_step"] = runs["stop_steps"][-1] + _RESUMED_STEPS
+  port = _free_port()
+  runs["resumed"] = _finish(
+    [_main(runs["multi"], final, _two_process_env(port, i), eval_every=final) for i in (0, 1)]
+  )
+  runs["single_run"] = _finish(
+    [_main(runs["single"], final, {"JAX_NUM_CPU_DEVICES": "1"}, eval_every=final)]
+  )
+  return runs
+
+
+def _leg(two_processes, leg, status=0):
+  """The report of `leg`, whose processes must all have exited with `status`."""
+  report = two_processes[leg]
+  if report is None:
+    pytest.fail(f"the two-process run stopped before its {leg} leg (an earlier leg failed)")
+  assert report["returncodes"] == [status] * len(report["returncodes"]), report["output"]
+  return report
 
 
 @pytest.mark.slow
-def test_two_processes_train_checkpoint_resume_and_match_one_process(tmp_path):
-  single = tmp_path / "single"
-  _finish([_main(single, 8, {"JAX_NUM_CPU_DEVICES": "1"})])
+def test_sigterm_to_one_process_stops_both_at_one_saved_step(two_processes):
+  _leg(two_processes, "stopped", cli.EXIT_PREEMPTED)  # both say: preempted, state saved
+  steps = two_processes["stop_steps"]
+  assert 1 < steps[-1] < _NEVER, steps  # no periodic checkpoint: the last is the SIGTERM's
+  # The state saved at the stop is the step both processes agreed on.
+  assert two_processes["stop_state"] == {"step": steps[-1], "meta_step": steps[-1]}
 
-  multi = tmp_path / "multi"
-  for num_steps in (5, 8):  # Stops after the checkpoint at 3 (and the final one at 5), resumes.
-    port = _free_port()
-    _finish([_main(multi, num_steps, _two_process_env(port, i)) for i in range(2)])
-    steps = sorted(int(p.name) for p in (multi / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps[-1] == num_steps, steps
 
-  single_state, _ = _final_params(single)
-  multi_state, meta = _final_params(multi)
-  assert int(multi_state.step) == 8 and meta["data_position"] == 8
+@pytest.mark.slow
+def test_two_processes_resume_from_the_sigterm_checkpoint(two_processes):
+  _leg(two_processes, "resumed")
+  final = two_processes["final_step"]
+  assert _checkpoint_steps(two_processes["multi"])[-1] == final
+  state, meta = _final_params(two_processes["multi"])
+  assert int(state.step) == final and meta["data_position"] == final
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process(two_processes):
+  _leg(two_processes, "resumed")
+  _leg(two_processes, "single_run")
+  single_state, _ = _final_params(two_processes["single"])
+  multi_state, _ = _final_params(two_processes["multi"])
   assert _max_abs_diff(single_state.modules, multi_state.modules) < 1e-5
+
+
+@pytest.mark.slow
+def test_two_processes_evaluate_like_one_process(two_processes):
   # Both processes encoded half of the evaluation points each and scored all of them.
-  scores = [json.loads((run / "metrics.json").read_text()) for run in (single, multi)]
-  assert scores[0]["step"] == scores[1]["step"] == 8
+  _leg(two_processes, "resumed")
+  _leg(two_processes, "single_run")
+  single, multi = (
+    json.loads((two_processes[r] / "metrics.json").read_text()) for r in ("single", "multi")
+  )
+  assert single["step"] == multi["step"] == two_processes["final_step"]
   for metric in ("mig", "modularity_explicitness"):
-    assert scores[0][metric].keys() == scores[1][metric].keys()
-    for name, value in scores[0][metric].items():
-      assert abs(value - scores[1][metric][name]) < 1e-3, (metric, name)
-  with open(multi / "metrics.jsonl") as f:  # Process 0 alone wrote the log, each step once.
+    assert single[metric].keys() == multi[metric].keys()
+    for name, value in single[metric].items():
+      assert abs(value - multi[metric][name]) < 1e-3, (metric, name)
+
+
+@pytest.mark.slow
+def test_process_0_alone_logs_each_step_once_across_the_resume(two_processes):
+  _leg(two_processes, "resumed")
+  with open(two_processes["multi"] / "metrics.jsonl") as f:
     logged = [json.loads(line)["step"] for line in f]
-  assert logged == sorted(set(logged))
+  assert logged == sorted(set(logged)) and logged[-1] == two_processes["final_step"]
 
 
 if __name__ == "__main__":
   sys.path.insert(0, ROOT)
-  print(json.dumps(_multi_device_checks()))
+  print(json.dumps(_run_checks()))
