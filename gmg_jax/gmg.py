@@ -9,15 +9,21 @@ Given a reference batch ``x_1..x_n`` (uniform weights) and its image ``y_i = T(x
   ``DST = E(I/n) = 1/2 mean_{ik} (C_X[i,k] - C_Y[i,k])^2``.
 * ott-jax's entropic GW (Peyre et al. 2016, linearized without a factor 2) returns a plan
   ``P_eps`` that is stationary for ``E(P) + epsilon * KL(P | a b^T)`` in this convention.
-* The gap is ``GMG = DST - min(DST, E(P_eps))``. Both ``I/n`` and ``P_eps`` are feasible couplings,
-  so ``min(DST, E(P_eps))`` is the energy of a coupling we hold, an upper bound on the exact GW
-  value, and the gap is a certified lower bound on the exact (unregularized) GMG: it is ``>= 0``
-  and ``<= DST`` by construction and exactly 0 for an isometry. Entropy only selects the plan; it
-  is not part of the value, so there is no ``epsilon * log n`` bias to correct (``DST - E(P_eps)``
-  goes negative on near-isometries, ``DST + eps log n - (E + eps KL)`` is positive on exact
-  isometries). When the solver's plan is no better than the map's own coupling (GW is
-  non-convex; or epsilon is so large that the plan is close to the product coupling) the gap
-  is 0 and ``GMGInfo.identity_won`` says so.
+* Two estimators of the gap ``GMG = DST - GW`` come from that plan; ``estimator`` picks the one
+  `gromov_monge_gap` returns (and a trainer trains), and `GMGInfo` holds both:
+
+  - "entropic" (default; the paper's ``DST - GW_eps``): ``DST - (E(P_eps) + epsilon KL(P_eps))``
+    (``info.entropic_gap``). It carries the entropic bias: it can be negative, and is
+    ``<= -epsilon KL(P_eps)`` on an exact isometry. Its gradient (below) is never switched off.
+  - "certified": ``DST - min(DST, E(P_eps))`` (``info.certified_gap``). Both ``I/n`` and
+    ``P_eps`` are feasible couplings, so ``min(DST, E(P_eps))`` is the energy of a coupling we
+    hold, an upper bound on the exact GW value, and the gap is a certified lower bound on the
+    exact (unregularized) GMG: ``>= 0`` and ``<= DST`` by construction and exactly 0 for an
+    isometry. Entropy only selects the plan; it is not part of this value, so there is no
+    ``epsilon * log n`` bias to correct (``DST - E(P_eps)`` goes negative on near-isometries).
+    When the solver's plan is no better than the map's own coupling (GW is non-convex; or
+    epsilon is so large that the plan is close to the product coupling) this gap and its
+    gradient are 0 and ``info.identity_won`` says so.
 
 Epsilon follows the paper's scaled rule ``epsilon = epsilon_0 * stat(C_X) * stat(C_Y)`` (stat =
 mean, max or std; computed on detached costs). The solver works on mean-normalized costs, where
@@ -26,11 +32,12 @@ scales differ by orders of magnitude (image vs code distances) and when one side
 ``y`` nearly equal, e.g. a freshly initialized decoder's sigmoid outputs), see `entropic_gw_plan`.
 
 Gradients use the envelope theorem: the GW problem is solved on detached cost matrices, the plan is
-held fixed, and ``E(P)`` is rebuilt from the traced costs. The result is the exact gradient of the
-entropic gap ``DST - (E(P_eps) + epsilon * KL(P_eps | ab^T))`` (``DST - info.gw_cost``, with
-epsilon held fixed), the quantity the paper differentiates; it differs from the derivative of the
-reported value by ``epsilon * d KL(P_eps) / dy``, which vanishes as epsilon -> 0. This avoids
-differentiating through ott's ``while_loop`` and is cheaper than ott's own backward pass.
+held fixed, and ``E(P)`` is rebuilt from the traced costs (epsilon is held fixed too). For the
+entropic estimator the result is the exact gradient of its value, the quantity the paper
+differentiates. The certified estimator has the same gradient where the solver's plan won and 0
+where ``identity_won``; it differs from the derivative of the certified value by
+``epsilon * d KL(P_eps) / dy``, which vanishes as epsilon -> 0. This avoids differentiating
+through ott's ``while_loop`` and is cheaper than ott's own backward pass.
 """
 
 from __future__ import annotations
@@ -50,10 +57,13 @@ from gmg_jax.registry import check_choice, lookup
 
 CostName = Literal["sqeuclidean", "scaled_sqeuclidean", "cosine"]
 StatName = Literal["mean", "max", "std"]
+EstimatorName = Literal["entropic", "certified"]
 
 # Guards against division by zero for zero vectors and all-equal batches.
 _TINY = 1e-12
 INITS = ("both", "product", "identity")
+# The values `gromov_monge_gap` can return (module docstring); the first is the default.
+ESTIMATORS = ("entropic", "certified")
 
 
 def _flatten(z: jax.Array) -> jax.Array:
@@ -212,7 +222,10 @@ class GMGInfo(NamedTuple):
     iterations: number of outer GW iterations run.
     plan_entropy_ratio: ``H(P_eps) / log n``: 1 for a one-to-one matching, 2 for the product
       coupling (no matching at all; epsilon too large).
-    identity_won: the solver's plan was no better than the map's own coupling (gap is 0).
+    identity_won: the solver's plan was no better than the map's own coupling (the certified
+      gap is 0).
+    entropic_gap: ``DST - gw_cost``, the "entropic" estimator (can be negative).
+    certified_gap: ``DST - min(DST, E(P_eps))``, the "certified" estimator, in ``[0, DST]``.
   """
 
   distortion: jax.Array
@@ -223,6 +236,8 @@ class GMGInfo(NamedTuple):
   iterations: jax.Array
   plan_entropy_ratio: jax.Array
   identity_won: jax.Array
+  entropic_gap: jax.Array
+  certified_gap: jax.Array
 
 
 def round_to_coupling(plan: jax.Array) -> jax.Array:
@@ -349,9 +364,10 @@ def gromov_monge_gap_from_costs(
   epsilon_0: float = 0.01,
   epsilon_stat: StatName = "mean",
   epsilon: float | jax.Array | None = None,
+  estimator: EstimatorName = "entropic",
   **solver_kwargs,
 ) -> tuple[jax.Array, GMGInfo]:
-  """Entropic GMG of the map ``x_i -> y_i`` given its two cost matrices.
+  """GMG of the map ``x_i -> y_i`` given its two cost matrices.
 
   Args:
     cost_xx: [n, n] symmetric costs between source points.
@@ -359,11 +375,14 @@ def gromov_monge_gap_from_costs(
     epsilon_0: relative entropic regularization (see `scaled_epsilon`).
     epsilon_stat: statistic for the epsilon scaling.
     epsilon: absolute epsilon; overrides the scaled rule when given.
+    estimator: the value returned, "entropic" or "certified" (module docstring).
     **solver_kwargs: passed to `entropic_gw_plan`.
 
   Returns:
-    ``(gap, info)``: the gap, ``0 <= gap <= DST`` (module docstring), and its diagnostics.
+    ``(gap, info)``: the chosen estimator's value, with the envelope gradient, and the
+    diagnostics, which hold both estimators' values.
   """
+  check_choice(estimator, ESTIMATORS, "estimator")
   n = cost_xx.shape[0]
   if epsilon is None:
     epsilon = scaled_epsilon(cost_xx, cost_yy, epsilon_0, epsilon_stat)
@@ -375,19 +394,22 @@ def gromov_monge_gap_from_costs(
   energy = gw_energy(cost_xx, cost_yy, plan)
   kl = _kl_to_product(plan)
   log_n = jnp.log(jnp.asarray(n, dst.dtype))
+  gw_cost = energy + epsilon * kl
   identity_won = energy >= dst
-  gap = jnp.where(identity_won, 0.0, dst - energy)
+  gaps = {"entropic": dst - gw_cost, "certified": jnp.where(identity_won, 0.0, dst - energy)}
   info = GMGInfo(
     distortion=dst,
     gw_energy=energy,
-    gw_cost=energy + epsilon * kl,
+    gw_cost=gw_cost,
     epsilon=epsilon,
     converged=converged,
     iterations=iterations,
     plan_entropy_ratio=(2.0 * log_n - kl) / log_n,
     identity_won=identity_won,
+    entropic_gap=gaps["entropic"],
+    certified_gap=gaps["certified"],
   )
-  return gap, info
+  return gaps[estimator], info
 
 
 def gromov_monge_gap(
@@ -398,6 +420,7 @@ def gromov_monge_gap(
   epsilon_0: float = 0.01,
   epsilon_stat: StatName = "mean",
   epsilon: float | jax.Array | None = None,
+  estimator: EstimatorName = "entropic",
   **solver_kwargs,
 ) -> tuple[jax.Array, GMGInfo]:
   """Gromov-Monge Gap of a map on a batch: ``x [n, ...]`` and its image ``y = T(x) [n, ...]``.
@@ -409,6 +432,7 @@ def gromov_monge_gap(
   Example:
     >>> x = jax.random.normal(jax.random.key(0), (64, 12))
     >>> gap, info = gromov_monge_gap(x, 3.0 * x, cost="cosine", epsilon_0=0.01)
+    >>> # gap == info.entropic_gap < 0 (entropic bias); info.certified_gap ~ 0 (an isometry).
 
   Args:
     x: [n, ...] batch in the source space (flattened internally).
@@ -417,10 +441,13 @@ def gromov_monge_gap(
     epsilon_0: relative entropic regularization (see `scaled_epsilon`).
     epsilon_stat: statistic for the epsilon scaling: "mean", "max" or "std".
     epsilon: absolute epsilon; overrides the scaled rule when given.
+    estimator: the value returned (and differentiated): "entropic" (default, the paper's
+      ``DST - GW_eps``, can be negative) or "certified" (``0 <= gap <= info.distortion``); see
+      the module docstring. ``info`` holds both (``entropic_gap``, ``certified_gap``).
     **solver_kwargs: solver budget, see `entropic_gw_plan`.
 
   Returns:
-    ``(gap, info)`` with ``0 <= gap <= info.distortion``.
+    ``(gap, info)``: the chosen estimator's value and the diagnostics.
   """
   if x.shape[0] != y.shape[0]:
     raise ValueError(f"x and y need the same batch size, got {x.shape[0]} and {y.shape[0]}.")
@@ -430,5 +457,6 @@ def gromov_monge_gap(
     epsilon_0=epsilon_0,
     epsilon_stat=epsilon_stat,
     epsilon=epsilon,
+    estimator=estimator,
     **solver_kwargs,
   )

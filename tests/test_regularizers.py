@@ -17,6 +17,11 @@ def test_none_and_unknown_names():
   assert regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="none"))) is None
   with pytest.raises(ValueError, match="jacobian"):
     regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="gmm")))
+  # The config check reads the estimators here; they are the core's.
+  assert regularizers.ESTIMATORS == gmg.ESTIMATORS == ("entropic", "certified")
+  reg = regularizers.make_regularizer(_config(estimator="exact"))
+  with pytest.raises(ValueError, match=r"regularizer.estimator 'exact'.*certified"):
+    reg(None, np.ones((4, 2), np.float32), np.ones((4, 2), np.float32), jax.random.key(0))
 
 
 def test_gmg_and_dst_match_the_core_functions():
@@ -24,7 +29,9 @@ def test_gmg_and_dst_match_the_core_functions():
   x = rng.normal(size=(32, 6)).astype(np.float32)
   y = np.tanh(x @ rng.normal(size=(6, 3)).astype(np.float32))
   key = jax.random.key(0)
-  expected, info = gmg.gromov_monge_gap(x, y, cost="scaled_sqeuclidean", epsilon_0=0.003)
+  expected, info = gmg.gromov_monge_gap(
+    x, y, cost="scaled_sqeuclidean", epsilon_0=0.003, estimator="certified"
+  )
   reg = regularizers.make_regularizer(
     _config(
       cost="scaled_sqeuclidean", epsilon_0=0.003, weight=5.0, on="decoder", estimator="certified"
@@ -34,9 +41,16 @@ def test_gmg_and_dst_match_the_core_functions():
   np.testing.assert_allclose(value, expected, rtol=1e-6)
   entropic = regularizers.make_regularizer(_config(cost="scaled_sqeuclidean", epsilon_0=0.003))
   value_entropic, aux_entropic = entropic(None, x, y, key)
+  # The default trains the core's default value, the entropic one.
+  np.testing.assert_allclose(value_entropic, info.entropic_gap, rtol=1e-5)
   np.testing.assert_allclose(value_entropic, info.distortion - info.gw_cost, rtol=1e-5)
-  np.testing.assert_allclose(aux_entropic["gmg"], expected, rtol=1e-6)
   assert float(value_entropic) < float(value)  # the entropic term makes it smaller
+  # Both values are logged under names that say which is which, whichever is trained.
+  for logged in (aux, aux_entropic):
+    assert "gmg" not in logged
+    np.testing.assert_allclose(logged["gmg_certified"], expected, rtol=1e-6)
+    np.testing.assert_allclose(logged["gmg_entropic"], value_entropic, rtol=1e-5)
+    assert set(logged) >= {"gmg_distortion", "gmg_gw_energy", "gmg_converged", "gmg_identity_won"}
   np.testing.assert_allclose(aux["gmg_distortion"], info.distortion, rtol=1e-6)
   assert float(aux["gmg_converged"]) == float(info.converged) and float(value) > 0
 
