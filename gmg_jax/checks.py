@@ -24,7 +24,7 @@ from gmg_jax.registry import unknown_message
 __all__ = ["ConfigError", "check_config", "problems"]
 
 
-def _choices(config: ml_collections.ConfigDict) -> dict[str, Collection[Any]]:
+def _choices() -> dict[str, Collection[Any]]:
   """Field -> the values it may take (every registry the run looks a name up in)."""
   return {
     "data.name": data_lib.DATASETS,
@@ -122,7 +122,7 @@ def _get(config: ml_collections.ConfigDict, dotted: str) -> Any:
 def problems(config: ml_collections.ConfigDict) -> list[str]:
   """Every problem of `config`, one line each; empty when the run can start."""
   found = []
-  for field, choices in _choices(config).items():
+  for field, choices in _choices().items():
     value = _get(config, field)
     if value not in choices:
       found.append(unknown_message(field, value, choices))

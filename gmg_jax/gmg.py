@@ -286,7 +286,7 @@ def entropic_gw_plan(
   minimum iterations with a blurred plan. The normalized epsilon is floored at ``1e3 * u``
   (``u`` the unit round-off, 1.2e-4 in float32): below that Sinkhorn cannot meet its tolerance.
   A flat side (all points nearly equal, e.g. a fresh decoder's sigmoid outputs) is normalized
-  too, so its epsilon does not collapse to ~0 (DESIGN.md §10).
+  too, so its epsilon does not collapse to ~0.
 
   Args:
     cost_xx: [n, n] source costs (treated as constants).
