@@ -238,7 +238,7 @@ def downstream(
   lines = ["| epsilon_0 | seeds | DCI-D | MIG | identity_won |", "|---|---|---|---|---|"]
   for epsilon_0 in epsilons:
     study_root = os.path.join(root, f"eps_{epsilon_0:g}")
-    overrides = (*sweep.SETTINGS["cpu32"], f"regularizer.epsilon_0={epsilon_0!r}", *extra)
+    overrides = (*sweep.SETTINGS["cpu32"], f"regularizer.gmg.epsilon_0={epsilon_0!r}", *extra)
     runs = sweep.expand([variant], seeds, overrides)
     sweep.run_all("configs/default.py", runs, study_root)
     summary = aggregate.summarize(

@@ -35,7 +35,7 @@ def _setup(variant: str, args: argparse.Namespace):
   config = get_config("" if variant == "none" else variant)
   config.data.image_size = args.image_size
   config.train.batch_size = args.batch_size
-  config.regularizer.epsilon_0 = args.epsilon_0
+  config.regularizer.gmg.epsilon_0 = args.epsilon_0
   dataset = data.get_dataset(config.data)
   graphdef, state = train.create_train_state(config, dataset.image_shape)
   step = train.make_train_step(graphdef, config)

@@ -91,10 +91,10 @@ def stability(
   Returns:
     {"grad_norm", "rel_var", "cos", "out_grad_cv", "value", "identity_won"}.
   """
-  fields = {"name": regularizer, "cost": cost}
+  name, fields = regularizer, {"cost": cost}
   if regularizer.startswith("gmg_"):
-    fields = {"name": "gmg", "estimator": regularizer[4:], "cost": cost, "epsilon_0": epsilon_0}
-  reg_fn = regularizers.make_regularizer(ml_collections.ConfigDict(fields))
+    name, fields = "gmg", {"estimator": regularizer[4:], "cost": cost, "epsilon_0": epsilon_0}
+  reg_fn = regularizers.make_regularizer(ml_collections.ConfigDict({"name": name, name: fields}))
   dec_graph, params, rest = nnx.split(vae.decoder, nnx.Param, ...)
 
   def value(params, z, y_override=None):

@@ -26,8 +26,8 @@ import numpy as np
 from flax import nnx
 
 from gmg_jax import evaluate, metrics
-from gmg_jax.writers import write_json_atomic
 from gmg_jax.metrics.udr import CORRELATIONS
+from gmg_jax.writers import write_json_atomic
 
 RESULT_FILE = "udr.json"
 

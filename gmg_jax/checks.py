@@ -39,10 +39,11 @@ def _choices() -> dict[str, Collection[Any]]:
     "regularizer.on": objectives.REGULARIZED_MAPS,
     "regularizer.target": objectives.DECODER_TARGETS,
     "regularizer.scope": sharding.SCOPES,
-    "regularizer.cost": gmg.COSTS,
-    "regularizer.estimator": regularizers.ESTIMATORS,
-    "regularizer.epsilon_stat": gmg.EPSILON_STATS,
-    "regularizer.init": gmg.INITS,
+    "regularizer.gmg.cost": gmg.COSTS,
+    "regularizer.dst.cost": gmg.COSTS,
+    "regularizer.gmg.estimator": regularizers.ESTIMATORS,
+    "regularizer.gmg.epsilon_stat": gmg.EPSILON_STATS,
+    "regularizer.gmg.init": gmg.INITS,
     "eval.mode": metrics_lib.MODES,
   }
 
@@ -87,12 +88,12 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "0 (the dataset's number of images) or an integer >= 2",
   ),
   "regularizer.weight": (_non_negative, "a finite number >= 0"),
-  "regularizer.epsilon_0": (_positive, "a finite number > 0"),
-  "regularizer.max_iterations": (_at_least(1), "an integer >= 1"),
-  "regularizer.sinkhorn_max_iterations": (_at_least(1), "an integer >= 1"),
-  "regularizer.threshold": (_positive, "a finite number > 0"),
-  "regularizer.sinkhorn_threshold": (_positive, "a finite number > 0"),
-  "regularizer.num_projections": (_at_least(1), "an integer >= 1"),
+  "regularizer.gmg.epsilon_0": (_positive, "a finite number > 0"),
+  "regularizer.gmg.max_iterations": (_at_least(1), "an integer >= 1"),
+  "regularizer.gmg.sinkhorn_max_iterations": (_at_least(1), "an integer >= 1"),
+  "regularizer.gmg.threshold": (_positive, "a finite number > 0"),
+  "regularizer.gmg.sinkhorn_threshold": (_positive, "a finite number > 0"),
+  "regularizer.jacobian.num_projections": (_at_least(1), "an integer >= 1"),
   "optim.learning_rate": (_positive, "a finite number > 0 (e.g. 1e-4)"),
   "optim.b1": (_unit_interval, "in [0, 1)"),
   "optim.b2": (_unit_interval, "in [0, 1)"),
@@ -156,9 +157,10 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
       "no decoder; use --config.regularizer.on=encoder."
     )
   floor = gmg.min_normalized_epsilon()
-  if config.regularizer.epsilon_stat == "mean" and 0 < config.regularizer.epsilon_0 < floor:
+  gmg_config = config.regularizer.gmg
+  if gmg_config.epsilon_stat == "mean" and 0 < gmg_config.epsilon_0 < floor:
     found.append(
-      f"regularizer.epsilon_0={config.regularizer.epsilon_0!r}: below {floor:.3g}, the smallest "
+      f"regularizer.gmg.epsilon_0={gmg_config.epsilon_0!r}: below {floor:.3g}, the smallest "
       "epsilon the float32 solver uses (smaller values would all give the same run)."
     )
   if config.train.init_from and not os.path.isdir(config.train.init_from):

@@ -80,23 +80,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Data parallel: "global" = one GW problem on the global batch (the single-device objective, any
   # device count); "local" = one per device sub-batch of batch_size / devices, averaged (cheaper).
   config.regularizer.scope = "global"
-  config.regularizer.cost = "cosine"  # "sqeuclidean", "scaled_sqeuclidean" or "cosine".
-  # GMG: epsilon = epsilon_0 * stat(C_X) * stat(C_Y). 0.1 and the product start (below): the plan
-  # leaves the map's own coupling I/n, where the trained gradient is exactly 0 (README, "GMG that
-  # trains"); at 0.01 / both starts a trained decoder's GMG gradient was 0.5% of the loss's.
-  config.regularizer.epsilon_0 = 0.1
-  # GMG value trained: "entropic" (paper: DST - GW_eps) or "certified" (>= 0, often 0 on
-  # trained decoders; see gmg_jax.regularizers.gmg). Both are logged.
-  config.regularizer.estimator = "entropic"
-  config.regularizer.epsilon_stat = "mean"  # GMG: stat of the epsilon rule: "mean", "max", "std".
-  config.regularizer.init = "product"  # GMG: start GW at "product", "identity" or "both" (best).
-  config.regularizer.max_iterations = 50  # GMG: outer GW iterations cap.
-  config.regularizer.sinkhorn_max_iterations = 1000  # GMG: inner Sinkhorn iterations cap.
-  config.regularizer.threshold = 1e-3  # GMG: outer GW tolerance.
-  config.regularizer.sinkhorn_threshold = 1e-3  # GMG: Sinkhorn marginal tolerance.
-  config.regularizer.warm_start = True  # GMG: warm-start each Sinkhorn from the last potentials.
-  config.regularizer.num_projections = 1  # Jacobian: random directions per sample (cost ~ p).
-  config.regularizer.scaled = True  # Jacobian: penalize deviation from a scaled isometry.
+  # Each regularizer's own hyperparameters, passed to it as keyword arguments
+  # (`gmg_jax.regularizers.make_regularizer`); only the group of `name` is used.
+  config.regularizer.gmg = ml_collections.ConfigDict()
+  config.regularizer.gmg.cost = "cosine"  # "sqeuclidean", "scaled_sqeuclidean" or "cosine".
+  # epsilon = epsilon_0 * stat(C_X) * stat(C_Y). 0.1 and the product start (below): the plan
+  # leaves the map's own coupling I/n, where the trained gradient is exactly 0 (README, "epsilon_0:
+  # the function's default and the trainer's"); at 0.01 / both starts a decoder's GMG gradient
+  # was 0.5% of the loss's.
+  config.regularizer.gmg.epsilon_0 = 0.1
+  # Value trained: "entropic" (paper: DST - GW_eps) or "certified" (>= 0, often 0 on trained
+  # decoders; see gmg_jax.regularizers.gmg). Both are logged.
+  config.regularizer.gmg.estimator = "entropic"
+  config.regularizer.gmg.epsilon_stat = "mean"  # Stat of the epsilon rule: "mean", "max", "std".
+  config.regularizer.gmg.init = "product"  # Start GW at "product", "identity" or "both" (best).
+  config.regularizer.gmg.max_iterations = 50  # Outer GW iterations cap.
+  config.regularizer.gmg.sinkhorn_max_iterations = 1000  # Inner Sinkhorn iterations cap.
+  config.regularizer.gmg.threshold = 1e-3  # Outer GW tolerance.
+  config.regularizer.gmg.sinkhorn_threshold = 1e-3  # Sinkhorn marginal tolerance.
+  config.regularizer.gmg.warm_start = True  # Warm-start each Sinkhorn from the last potentials.
+  config.regularizer.dst = ml_collections.ConfigDict()
+  config.regularizer.dst.cost = "cosine"  # As gmg.cost.
+  config.regularizer.jacobian = ml_collections.ConfigDict()
+  config.regularizer.jacobian.num_projections = 1  # Random directions per sample (cost ~ p).
+  config.regularizer.jacobian.scaled = True  # Penalize deviation from a scaled isometry.
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-4  # Adam (disentanglement_lib).
@@ -158,7 +165,7 @@ def _regularizer(name, cost, on):
     config.regularizer.name = name
     config.regularizer.on = on
     if cost is not None:
-      config.regularizer.cost = _COSTS[cost]
+      config.regularizer[name].cost = _COSTS[cost]
 
   return apply
 

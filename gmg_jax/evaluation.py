@@ -82,11 +82,17 @@ def _gw_plan_picture(
     x = objectives.sample_codes(vae, images[:n], key)
     logits = jax.jit(lambda z: vae.decode(z))(x)
     y = jax.nn.sigmoid(logits) if reg.target == "mean" else logits
-  solver = tuple((f, reg[f]) for f in _GW_SOLVER_FIELDS if f in reg)
+  gmg_config = reg.gmg
+  solver = tuple((f, gmg_config[f]) for f in _GW_SOLVER_FIELDS)
   plan, converged = _gw_plan(
-    x, y, float(reg.epsilon_0), cost=reg.cost, epsilon_stat=reg.epsilon_stat, solver=solver
+    x,
+    y,
+    float(gmg_config.epsilon_0),
+    cost=gmg_config.cost,
+    epsilon_stat=gmg_config.epsilon_stat,
+    solver=solver,
   )
-  title = f"GW plan of the {reg.on}, {reg.cost}, n={n}, epsilon_0={reg.epsilon_0:g}"
+  title = f"GW plan of the {reg.on}, {gmg_config.cost}, n={n}, epsilon_0={gmg_config.epsilon_0:g}"
   if not bool(converged):
     title += " (not converged)"
   return viz.gw_plan_picture(np.asarray(plan), title=title)

@@ -394,10 +394,11 @@ def vae_loss(
     if probe is not None:
       # The solve is not repeated: the regularizer's output gradient is its own backward pass.
       reg_grad = jax.lax.stop_gradient(reg_vjp(jnp.ones_like(value))[0])
-      cost_x = gmg_lib.cost_matrix(jax.lax.stop_gradient(map_x), regularizer_config.cost)
-      dst_grad = jax.grad(
-        lambda o: gmg_lib.distortion(cost_x, gmg_lib.cost_matrix(to_y(o), regularizer_config.cost))
-      )(jax.lax.stop_gradient(out))
+      cost = regularizer_config[regularizer_config.name].cost
+      cost_x = gmg_lib.cost_matrix(jax.lax.stop_gradient(map_x), cost)
+      dst_grad = jax.grad(lambda o: gmg_lib.distortion(cost_x, gmg_lib.cost_matrix(to_y(o), cost)))(
+        jax.lax.stop_gradient(out)
+      )
       aux.update(output_gradient_diagnostics(reg_grad, dst_grad))
       aux[OUTPUT_GRADIENT] = reg_grad
     loss = loss + regularizer_config.weight * value

@@ -1,7 +1,7 @@
 """One lookup for every name-to-implementation table (costs, objectives, datasets, ...).
 
-fn = lookup(COSTS, name, "regularizer.cost")   # ValueError: "Unknown regularizer.cost 'x';
-                                                #  choose one of ['cosine', ...]."
+fn = lookup(COSTS, name, "regularizer.gmg.cost")
+# ValueError: "Unknown regularizer.gmg.cost 'x'; choose one of ['cosine', ...]."
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def gmg(
   objective's "regularizer").
   """
   del map_fn, key
-  check_choice(estimator, ESTIMATORS, "regularizer.estimator")
+  check_choice(estimator, ESTIMATORS, "regularizer.gmg.estimator")
   value, info = gmg_lib.gromov_monge_gap(
     x,
     y,
@@ -156,39 +156,21 @@ REGULARIZERS: dict[str, Callable[..., tuple[jax.Array, dict[str, jax.Array]]]] =
 
 NAMES = ("none", *REGULARIZERS)
 
-# Config fields each regularizer reads; the rest of the regularizer config (name, on, weight,
-# target) belongs to the objective.
-_FIELDS = {
-  "gmg": (
-    "cost",
-    "estimator",
-    "epsilon_0",
-    "epsilon_stat",
-    "max_iterations",
-    "sinkhorn_max_iterations",
-    "threshold",
-    "sinkhorn_threshold",
-    "init",
-    "warm_start",
-  ),
-  "dst": ("cost",),
-  "jacobian": ("num_projections", "scaled"),
-}
-
 
 def make_regularizer(config: Any) -> Regularizer | None:
-  """Binds a regularizer's hyperparameters from a config.
+  """Binds a regularizer's hyperparameters from a config (big_vision's `Model(**config.model)`).
 
   Args:
-    config: has ``name`` ("none" | "gmg" | "dst" | "jacobian") and the fields the named
-      regularizer reads (``cost``, ``epsilon_0``, ... ; any field absent keeps its default).
+    config: `config.regularizer`: ``name`` ("none" | "gmg" | "dst" | "jacobian") and, under the
+      same name, the group of that regularizer's keyword arguments (``config.gmg.epsilon_0``, ...).
+      A key the regularizer does not take fails when the regularizer is called (the trainer
+      compiles its step before any work).
 
   Returns:
     ``regularizer(map_fn, x, y, key) -> (value, aux)``, or None for "none".
   """
   name = config.name
+  check_choice(name, NAMES, "regularizer.name")
   if name == "none":
     return None
-  check_choice(name, NAMES, "regularizer.name")
-  kwargs = {f: config[f] for f in _FIELDS[name] if f in config}
-  return functools.partial(REGULARIZERS[name], **kwargs)
+  return functools.partial(REGULARIZERS[name], **config[name].to_dict())

@@ -40,7 +40,7 @@ def test_output_gradients_equal_direct_differentiation(tiny, variant):
   else:
     map_x, out, to_y = x, mu, lambda o: o
   reg_grad = jax.grad(lambda o: reg(None, map_x, to_y(o), keys.regularizer)[0])(out)
-  cost = config.regularizer.cost
+  cost = config.regularizer[config.regularizer.name].cost
   dst_grad = jax.grad(
     lambda o: gmg.distortion(gmg.cost_matrix(map_x, cost), gmg.cost_matrix(to_y(o), cost))
   )(out)

@@ -84,7 +84,7 @@ def test_every_variant_builds_the_config_it_names():
     if reg["regularizer"] != "none":
       assert config.regularizer.on == reg["placement"]
       assert (
-        config.regularizer.cost
+        config.regularizer[config.regularizer.name].cost
         == {"l2": "sqeuclidean", "scl2": "scaled_sqeuclidean", "cos": "cosine"}[reg["cost"]]
       )
 

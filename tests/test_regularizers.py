@@ -10,7 +10,7 @@ from gmg_jax import gmg, regularizers
 
 
 def _config(**fields):
-  return ml_collections.ConfigDict(dict(name="gmg", **fields))
+  return ml_collections.ConfigDict(dict(name="gmg", gmg=fields))
 
 
 def test_none_and_unknown_names():
@@ -20,7 +20,7 @@ def test_none_and_unknown_names():
   # The config check reads the estimators here; they are the core's.
   assert regularizers.ESTIMATORS == gmg.ESTIMATORS == ("entropic", "certified")
   reg = regularizers.make_regularizer(_config(estimator="exact"))
-  with pytest.raises(ValueError, match=r"regularizer.estimator 'exact'.*certified"):
+  with pytest.raises(ValueError, match=r"regularizer.gmg.estimator 'exact'.*certified"):
     reg(None, np.ones((4, 2), np.float32), np.ones((4, 2), np.float32), jax.random.key(0))
 
 
@@ -33,9 +33,7 @@ def test_gmg_and_dst_match_the_core_functions():
     x, y, cost="scaled_sqeuclidean", epsilon_0=0.003, estimator="certified"
   )
   reg = regularizers.make_regularizer(
-    _config(
-      cost="scaled_sqeuclidean", epsilon_0=0.003, weight=5.0, on="decoder", estimator="certified"
-    )
+    _config(cost="scaled_sqeuclidean", epsilon_0=0.003, estimator="certified")
   )
   value, aux = reg(None, x, y, key)
   np.testing.assert_allclose(value, expected, rtol=1e-6)
@@ -54,7 +52,9 @@ def test_gmg_and_dst_match_the_core_functions():
   np.testing.assert_allclose(aux["gmg_distortion"], info.distortion, rtol=1e-6)
   assert float(aux["gmg_converged"]) == float(info.converged) and float(value) > 0
 
-  dst = regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="dst", cost="cosine")))
+  dst = regularizers.make_regularizer(
+    ml_collections.ConfigDict(dict(name="dst", dst=dict(cost="cosine")))
+  )
   value, aux = dst(None, x, y, key)
   np.testing.assert_allclose(
     value, gmg.distortion(gmg.cost_matrix(x, "cosine"), gmg.cost_matrix(y, "cosine")), rtol=1e-6
@@ -62,7 +62,7 @@ def test_gmg_and_dst_match_the_core_functions():
 
 
 def _jacobian_config(**fields):
-  return ml_collections.ConfigDict(dict(name="jacobian", **fields))
+  return ml_collections.ConfigDict(dict(name="jacobian", jacobian=fields))
 
 
 def test_jacobian_penalty_of_isometries():
@@ -99,3 +99,10 @@ def test_jacobian_penalty_matches_full_jacobians():
     )[0]
   )(w)
   assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) > 0
+
+
+def test_a_key_the_regularizer_does_not_take_fails_when_called():
+  reg = regularizers.make_regularizer(_config(cost="cosine", epsilon0=0.1))  # misspelled
+  x = np.ones((4, 3), np.float32)
+  with pytest.raises(TypeError, match="epsilon0"):
+    reg(None, x, x, jax.random.key(0))

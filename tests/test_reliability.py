@@ -34,9 +34,13 @@ def _tree_digest(root):
     ("train.batch_size", -4, r"train.batch_size=-4: must be"),
     ("regularizer.on", "decodr", r"Unknown regularizer.on 'decodr'; choose one of \['decoder'"),
     ("model.latent_dim", 0, r"model.latent_dim=0: must be an integer >= 1"),
-    ("regularizer.epsilon_0", 0.0, r"regularizer.epsilon_0=0.0: must be a finite number > 0"),
-    ("regularizer.epsilon_0", -0.1, r"regularizer.epsilon_0=-0.1"),
-    ("regularizer.epsilon_0", 1e-6, r"epsilon_0=1e-06: below 0.000119"),
+    (
+      "regularizer.gmg.epsilon_0",
+      0.0,
+      r"regularizer.gmg.epsilon_0=0.0: must be a finite number > 0",
+    ),
+    ("regularizer.gmg.epsilon_0", -0.1, r"regularizer.gmg.epsilon_0=-0.1"),
+    ("regularizer.gmg.epsilon_0", 1e-6, r"epsilon_0=1e-06: below 0.000119"),
     ("train.num_steps", 0, r"train.num_steps=0: must be an integer >= 1"),
     ("train.checkpoint_every", 0, r"train.checkpoint_every=0"),
     ("train.log_every", 0, r"train.log_every=0"),
@@ -45,9 +49,14 @@ def _tree_digest(root):
     ("data.name", "shapes4d", r"Unknown data.name 'shapes4d'; choose one of \[.*'shapes3d'"),
     ("objective.name", "beta_vea", r"Unknown objective.name 'beta_vea'"),
     ("regularizer.name", "gmm", r"Unknown regularizer.name 'gmm'; choose one of \[.*'none'"),
-    ("regularizer.cost", "cos", r"Unknown regularizer.cost 'cos'; choose one of \['cosine'"),
-    ("regularizer.estimator", "exact", r"Unknown regularizer.estimator 'exact'"),
-    ("regularizer.init", "random", r"Unknown regularizer.init 'random'"),
+    (
+      "regularizer.gmg.cost",
+      "cos",
+      r"Unknown regularizer.gmg.cost 'cos'; choose one of \['cosine'",
+    ),
+    ("regularizer.jacobian.num_projections", 0, r"regularizer.jacobian.num_projections=0"),
+    ("regularizer.gmg.estimator", "exact", r"Unknown regularizer.gmg.estimator 'exact'"),
+    ("regularizer.gmg.init", "random", r"Unknown regularizer.gmg.init 'random'"),
     ("regularizer.target", "probs", r"Unknown regularizer.target 'probs'"),
     ("regularizer.scope", "device", r"Unknown regularizer.scope 'device'"),
     ("eval.metrics", ("mig", "dcii"), r"Unknown metrics \['dcii'\]"),
@@ -56,8 +65,11 @@ def _tree_digest(root):
 )
 def test_bad_values_are_refused_before_the_workdir_exists(tiny, tmp_path, field, value, message):
   config = tiny()
-  group, name = field.split(".")
-  config[group][name] = value
+  *groups, name = field.split(".")
+  node = config
+  for group in groups:
+    node = node[group]
+  node[name] = value
   workdir = tmp_path / "run"
   with pytest.raises(ConfigError, match=message):
     train.train_and_evaluate(config, str(workdir))
@@ -67,7 +79,7 @@ def test_bad_values_are_refused_before_the_workdir_exists(tiny, tmp_path, field,
 def test_every_problem_is_listed_at_once(tiny):
   config = tiny()
   config.train.batch_size = 0
-  config.regularizer.cost = "l2"
+  config.regularizer.dst.cost = "l2"
   config.train.log_every = 0
   found = checks.problems(config)
   assert len(found) == 3 and not checks.problems(tiny())
@@ -112,10 +124,10 @@ def test_failed_forced_resume_leaves_the_workdir_byte_for_byte(tiny, tmp_path):
 def test_fields_added_after_a_run_started_do_not_block_its_resume(tiny):
   current = tiny().to_dict()
   saved = json.loads(json.dumps(current))
-  del saved["regularizer"]["threshold"]  # A run from before the field existed.
+  del saved["regularizer"]["gmg"]["threshold"]  # A run from before the field existed.
   assert checkpointing.config_differences(saved, current) == []
-  current["regularizer"]["threshold"] = 0.5  # Not the default: a real change.
-  assert checkpointing.config_differences(saved, current) == ["regularizer.threshold"]
+  current["regularizer"]["gmg"]["threshold"] = 0.5  # Not the default: a real change.
+  assert checkpointing.config_differences(saved, current) == ["regularizer.gmg.threshold"]
 
 
 def test_the_guard_checks_the_updated_state_not_only_the_loss(tiny):

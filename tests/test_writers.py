@@ -83,7 +83,7 @@ def test_tensorboard_gets_images_hyperparameters_and_scalars(tiny, tmp_path):
   assert hparams.session_start_info.hparams["model.latent_dim"].number_value == 4
   assert hparams.session_start_info.hparams["model.mlp_hidden"].string_value == "(32,)"
   text = by_tag["config/text_summary"][1].tensor.string_val[0].decode()
-  assert "| `regularizer.cost` | `cosine` |" in text
+  assert "| `regularizer.gmg.cost` | `cosine` |" in text
   # The JSON lines are unchanged by the pictures.
   with open(tmp_path / "eval.jsonl") as f:
     assert [json.loads(line) for line in f] == [{"step": 7, "mig/discrete_mig": 0.25}]
