@@ -36,15 +36,15 @@ def _max_abs_diff(tree_a, tree_b) -> float:
   )
 
 
-def _steps_side_by_side(config, batches, mesh):
+def _steps_side_by_side(config, batches, mesh, host_batches=False):
   """Runs the same steps on one device and data parallel; returns both states and metrics."""
   from gmg_jax import sharding, train
 
   graphdef, state_one = train.create_train_state(config, (16, 16, 3))
   _, state_all = train.create_train_state(config, (16, 16, 3))
   state_all = sharding.replicate(state_all, mesh)
-  step_one = train.make_train_step(graphdef, config)
-  step_all = train.make_train_step(graphdef, config, mesh)
+  step_one = train.make_train_step(graphdef, config, host_batches=host_batches)
+  step_all = train.make_train_step(graphdef, config, mesh, host_batches=host_batches)
   for one, everywhere in batches:
     state_one, metrics_one = step_one(state_one, one)
     state_all, metrics_all = step_all(state_all, everywhere)
@@ -101,7 +101,7 @@ def _host_batches() -> dict:
   run_rng = np.asarray(train.create_train_state(config, (16, 16, 3))[1].rng)
   batches = [train.host_batch(host_set, run_rng, s, 32) for s in range(3)]
   state_one, _, state_all, _, _ = _steps_side_by_side(
-    config, [(b, sharding.host_to_global(b, layout)) for b in batches], mesh
+    config, [(b, sharding.host_to_global(b, layout)) for b in batches], mesh, host_batches=True
   )
   return {"param_diff": _max_abs_diff(state_one.modules, state_all.modules)}
 
