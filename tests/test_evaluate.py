@@ -24,8 +24,15 @@ def test_evaluate_a_saved_run_matches_scoring_its_encoder(tiny, tmp_path):
     assert a == b
   record = evaluation.evaluate_and_write(loaded_config, str(tmp_path), graphdef, state, dataset)
   with open(tmp_path / "metrics.json") as f:
-    assert json.load(f) == json.loads(json.dumps(record))
-  assert not list(tmp_path.glob("*.tmp"))
+    written = json.load(f)
+  # metrics.json is the record plus where each value came from.
+  sources = written.pop("sources")
+  assert written == json.loads(json.dumps(record))
+  assert sources == {
+    name: {"step": 10, "mode": "fast", "num_train": 300, "num_test": 200, "by": "train"}
+    for name in ("mig", "modularity_explicitness")
+  }
+  assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".tmp-*"))
   assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == [
     "reconstructions_00000010.png",
     "traversal_00000010.gif",
