@@ -145,10 +145,10 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   )
   if pairwise and 1 <= batch_size < 2:
     found.append(f"train.batch_size={batch_size}: this objective/regularizer needs >= 2.")
-  decoder = objectives.OBJECTIVES.get(config.objective.name)
+  objective = objectives.OBJECTIVES.get(config.objective.name)
   if (
-    decoder is not None
-    and not decoder.uses_decoder
+    objective is not None
+    and not objective.uses_decoder
     and config.regularizer.name != "none"
     and config.regularizer.on == "decoder"
   ):

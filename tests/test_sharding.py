@@ -343,9 +343,12 @@ def two_processes(tmp_path_factory):
   procs = [
     _main(runs["multi"], _NEVER, _two_process_env(port, i), checkpoint_every=_NEVER) for i in (0, 1)
   ]
-  first = runs["multi"] / "checkpoints" / "1"  # Orbax saves the first step: training has started.
+  # Training has started once process 0 logged a step (the trainer saves no checkpoint before
+  # its first checkpoint_every): the signal then lands a few steps in, so the comparison with
+  # one process below covers a few steps, not however many a slow start would allow.
+  log = runs["multi"] / "metrics.jsonl"
   deadline = time.time() + 240
-  while time.time() < deadline and not first.exists():
+  while time.time() < deadline and not (log.exists() and log.stat().st_size > 0):
     time.sleep(0.05)
   procs[1].send_signal(signal.SIGTERM)  # Process 0 is not signalled: it must learn of it.
   runs["stopped"] = _finish(procs)
