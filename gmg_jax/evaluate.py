@@ -23,10 +23,8 @@ from gmg_jax import data as data_lib
 from gmg_jax.config import ConfigError
 
 
-def load_run(
-  workdir: str, step: int | None = None
-) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any, Any]:
-  """Config, graph definition, restored state (at `step`, default the latest) and dataset."""
+def _open_run(workdir: str) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any, Any, Any]:
+  """Config, graph definition, initial state, dataset and checkpoint manager of a saved run."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(
@@ -38,25 +36,34 @@ def load_run(
   dataset = data_lib.get_dataset(config.data)
   graphdef, state = train.create_train_state(config, dataset.image_shape)
   manager = checkpointing.make_manager(workdir, config.train)
-  steps = manager.all_steps()
-  if not steps:
+  if not manager.all_steps():
     raise FileNotFoundError(
       f"{workdir} has a config but no checkpoint under {os.path.join(workdir, 'checkpoints')}."
     )
+  return config, graphdef, state, dataset, manager
+
+
+def _restore(workdir: str, manager: Any, state: Any, step: int | None) -> Any:
+  steps = manager.all_steps()
   if step is not None and step not in steps:
     raise ConfigError(f"{workdir} has no checkpoint at step {step}; it has {sorted(steps)}.")
-  state, _ = checkpointing.restore(manager, state, step)
-  return config, graphdef, state, dataset
+  return checkpointing.restore(manager, state, step)[0]
 
 
-def checkpoint_steps(workdir: str, which: str) -> list[int | None]:
+def load_run(
+  workdir: str, step: int | None = None
+) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any, Any]:
+  """Config, graph definition, restored state (at `step`, default the latest) and dataset."""
+  config, graphdef, state, dataset, manager = _open_run(workdir)
+  return config, graphdef, _restore(workdir, manager, state, step), dataset
+
+
+def checkpoint_steps(manager: Any, which: str) -> list[int | None]:
   """The steps `--step` names: [None] (latest), [N], or every kept checkpoint in order."""
   if which == "latest":
     return [None]
   if which == "all":
-    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-      train_config = ml_collections.ConfigDict(json.load(f)["train"])
-    return sorted(checkpointing.make_manager(workdir, train_config).all_steps())
+    return sorted(manager.all_steps())
   if not which.isdigit():
     raise ConfigError(f"--step={which!r}: pass a step number, 'latest' or 'all'.")
   return [int(which)]
@@ -66,16 +73,16 @@ def main(argv: list[str]) -> None:
   del argv
   args = flags.FLAGS
   workdir = args.workdir
-  if not os.path.exists(os.path.join(workdir, "config.json")):
-    load_run(workdir)  # Raises the "no run here" error.
-  for step in checkpoint_steps(workdir, args.step):
-    config, graphdef, state, dataset = load_run(workdir, step)
-    with config.unlocked():
-      if args.metrics:
-        config.eval.metrics = tuple(args.metrics.split(","))
-      for name in ("mode", "num_train", "num_test"):
-        if args[name].value is not None:
-          config.eval[name] = args[name].value
+  # The run is opened once; each named checkpoint is restored into the same state structure.
+  config, graphdef, initial, dataset, manager = _open_run(workdir)
+  with config.unlocked():
+    if args.metrics:
+      config.eval.metrics = tuple(args.metrics.split(","))
+    for name in ("mode", "num_train", "num_test"):
+      if args[name].value is not None:
+        config.eval[name] = args[name].value
+  for step in checkpoint_steps(manager, args.step):
+    state = _restore(workdir, manager, initial, step)
     record = evaluation.evaluate_and_write(
       config, workdir, graphdef, state, dataset, progress=True, by="evaluate"
     )
