@@ -295,11 +295,9 @@ OUTPUT_GRADIENT = "_regularizer_output_gradient"
 
 def regularized_output_shape(
   regularizer_config: ml_collections.ConfigDict, image_shape: tuple[int, ...], latent_dim: int
-) -> tuple[int, ...] | None:
+) -> tuple[int, ...]:
   """Shape of the network output the regularizer reads (decoder logits [B, H, W, C] or encoder
-  means [B, D]) for `vae_loss`'s `probe`, or None when no output-gradient diagnostic applies."""
-  if regularizer_config.name not in OUTPUT_REGULARIZERS:
-    return None
+  means [B, D]), for `vae_loss`'s `probe`."""
   if regularizer_config.on == "decoder":
     return tuple(image_shape)
   return (image_shape[0], latent_dim)
