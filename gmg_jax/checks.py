@@ -16,7 +16,7 @@ import jax
 import ml_collections
 
 from gmg_jax import data as data_lib
-from gmg_jax import gmg, loss_terms, models, objectives, regularizers, sharding
+from gmg_jax import gmg, loss_terms, models, objectives, regularizers, replicas, sharding
 from gmg_jax import metrics as metrics_lib
 from gmg_jax.config import ConfigError
 from gmg_jax.registry import unknown_message
@@ -173,9 +173,24 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   return found
 
 
+def _replica_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Problems of `num_seeds`/`vary`, then of each replica's own config (its varied values)."""
+  try:
+    runs = replicas.expand(config)
+  except ValueError as e:
+    return [str(e)]
+  shared = set(problems(config))  # Reported once, not per replica.
+  found = []
+  for replica in runs if len(runs) > 1 else ():
+    found += [f"replica {replica.name}: {p}" for p in problems(replica.config) if p not in shared]
+  return found
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises a `ConfigError` listing every problem of `config` (see `problems`)."""
+  """Raises a `ConfigError` listing every problem of `config` (see `problems`), and of each of
+  its replicas (`gmg_jax.replicas`)."""
   found = problems(config)
+  found += _replica_problems(config)
   if found:
     lines = "\n".join(f"  - {p}" for p in found)
     raise ConfigError(

@@ -32,6 +32,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The base config with the variants named in `arg` applied."""
   config = ml_collections.ConfigDict()
   config.seed = 0  # Seeds parameters, the data stream and every random draw of the run.
+  # Many runs in one program (gmg_jax/replicas.py): seeds seed..seed+num_seeds-1, crossed with
+  # the values of `vary`, e.g. "regularizer.weight=100,300;optim.learning_rate=1e-3,3e-4".
+  config.num_seeds = 1
+  config.vary = ""
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "shapes3d_procedural"  # A key of gmg_jax.data.DATASETS.

@@ -102,9 +102,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """The first (batch) axis split over the data axis, replicated over the model axis."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
+  """The batch axis (`axis`; 1 for a K-run's [K, B, ...] batches) split over the data axis,
+  replicated over the model axis."""
+  return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -142,18 +143,22 @@ def process_rows(sharding: NamedSharding, batch_size: int) -> slice:
   return slice(lo, hi)
 
 
-def host_to_global(batch: np.ndarray, sharding: NamedSharding) -> jax.Array:
+def host_to_global(batch: np.ndarray, sharding: NamedSharding, axis: int = 0) -> jax.Array:
   """A global batch from the full batch every process drew on its host; each feeds its rows.
 
   Args:
-    batch: [B, ...] the step's global batch (the same on every process).
-    sharding: `batch_sharding(mesh)`.
+    batch: the step's global batch (the same on every process), batch axis `axis`.
+    sharding: `batch_sharding(mesh, axis)`.
+    axis: the batch axis (1 for a K-run's [K, B, ...] batches).
 
   Returns:
-    [B, ...] jax.Array sharded along the batch axis.
+    jax.Array of `batch`'s shape sharded along the batch axis.
   """
-  rows = process_rows(sharding, batch.shape[0])
-  return jax.make_array_from_process_local_data(sharding, batch[rows], batch.shape)
+  rows = process_rows(
+    NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[axis])), batch.shape[axis]
+  )
+  local = batch[(slice(None),) * axis + (rows,)]
+  return jax.make_array_from_process_local_data(sharding, local, batch.shape)
 
 
 def sharded_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: Mesh) -> Callable:

@@ -1,9 +1,10 @@
-"""Training: state creation, a pure jitted train step, and the loop that owns all I/O.
+"""Training: the loop that owns all I/O around the pure step of `gmg_jax.train_step`.
 
-The step is one compiled program: it draws the batch (on the device for jittable datasets),
-computes the objective with its regularizer, updates the VAE (and the FactorVAE critic), and
-keeps the previous state if anything came out non-finite. Every random draw is a function of
-(seed, step), so a run resumed from a checkpoint replays exactly what an uninterrupted run does.
+The loop checks everything it can before it touches the workdir, restores or starts the state,
+runs the steps, logs, saves, evaluates, and turns a non-finite step or SIGTERM into an exception
+that names what to do. One program trains one run, or K replicas of it (seeds x hyperparameter
+values, `gmg_jax.replicas`) as one vmapped step, each replica writing what a single run writes
+under `<workdir>/<replica name>/`.
 
 The loop runs data parallel over every device of every process (`gmg_jax.sharding`): the state
 is replicated, the global batch of `train.batch_size` is split along the data axis, and
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import os
 import signal
 import time
@@ -25,16 +25,24 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tqdm
-from flax import nnx, struct
+from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
-from gmg_jax import checkpointing, checks, evaluation, models, objectives, regularizers, sharding
+from gmg_jax import checkpointing, checks, evaluation, objectives, sharding
 from gmg_jax import data as data_lib
 from gmg_jax import metrics as metrics_lib
+from gmg_jax import replicas as replicas_lib
 from gmg_jax.config import ConfigError
+from gmg_jax.train_step import (  # noqa: F401 (the step's API, re-exported for callers of train)
+  TrainState,
+  create_train_state,
+  host_batch,
+  make_train_step,
+  step_keys,
+  train_step,
+)
 from gmg_jax.writers import MetricWriter, read_jsonl, write_json_atomic
 
 
@@ -62,78 +70,6 @@ class Preempted(Exception):
     )
 
 
-class TrainState(struct.PyTreeNode):
-  """Everything a checkpoint holds.
-
-  Attributes:
-    step: scalar int32, number of steps taken.
-    rng: [2] uint32 raw key data of the run's base key (typed keys do not checkpoint).
-    modules: nnx state of (vae, optimizer) or (vae, optimizer, critic, critic optimizer).
-  """
-
-  step: jax.Array
-  rng: jax.Array
-  modules: Any
-
-
-def _vae_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  adam = optax.adam(optim.learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps)
-  if optim.grad_clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), adam)
-  return adam
-
-
-def _build_modules(
-  config: ml_collections.ConfigDict, image_shape: tuple[int, ...], key: jax.Array
-) -> tuple[nnx.Module, ...]:
-  rngs = nnx.Rngs(key)
-  objective = objectives.get_objective(config.objective.name)
-  vae = models.make_vae(config.model, image_shape, decoder=objective.uses_decoder, rngs=rngs)
-  modules = (vae, nnx.Optimizer(vae, _vae_optimizer(config.optim), wrt=nnx.Param))
-  if config.objective.name == "factor_vae":
-    critic = models.make_discriminator(config.model, rngs=rngs)
-    critic_tx = optax.adam(
-      config.optim.disc_learning_rate, b1=config.optim.disc_b1, b2=config.optim.disc_b2
-    )
-    modules += (critic, nnx.Optimizer(critic, critic_tx, wrt=nnx.Param))
-  return modules
-
-
-def create_train_state(
-  config: ml_collections.ConfigDict, image_shape: tuple[int, ...]
-) -> tuple[nnx.GraphDef, TrainState]:
-  """Builds the modules and optimizers (in one compiled program) and the initial state.
-
-  Args:
-    config: the run's config.
-    image_shape: (H, W, C) of the data.
-
-  Returns:
-    The static graph definition of the modules and the initial `TrainState`.
-  """
-  init_key, run_key = jax.random.split(jax.random.key(config.seed))
-  build = functools.partial(_build_modules, config, tuple(image_shape))
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(init_key)))
-  # Initializing inside one jit compiles one program instead of one RNG kernel per shape.
-  module_state = jax.jit(lambda k: nnx.split(build(k))[1])(init_key)
-  state = TrainState(
-    step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(run_key), modules=module_state
-  )
-  return graphdef, state
-
-
-def step_keys(rng: jax.Array, step: jax.Array | int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(data, loss, critic) keys of a step; the same on the host and inside the step."""
-  key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
-  data_key, loss_key, critic_key = jax.random.split(key, 3)
-  return data_key, loss_key, critic_key
-
-
-def _all_finite(tree: Any) -> jax.Array:
-  leaves = jax.tree.leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
-
-
 def gradient_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
   """Medians of the logged output-gradient diagnostics (None without a GMG/DST regularizer).
 
@@ -158,114 +94,21 @@ def gradient_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
   }
 
 
-def train_step(
-  graphdef: nnx.GraphDef,
-  loss_and_grad: objectives.LossFn,
-  draw_batch: Callable[[Any, jax.Array], jax.Array],
-  state: TrainState,
-  batch_source: Any,
-  *,
-  batch_layout: NamedSharding | None = None,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimization step (pure; jit it with the state donated).
+class ReplicasDiverged(Diverged):
+  """Some replicas of a K-run went non-finite and were stopped; the others ran to the end."""
 
-  Args:
-    graphdef: graph definition from `create_train_state`.
-    loss_and_grad: `objectives.make_loss(config, regularizer_fn)`.
-    draw_batch: `(batch_source, data_key) -> uint8 images [B, H, W, C]` (see `make_train_step`).
-    state: current state.
-    batch_source: a jittable dataset (the batch is drawn here, on the device) or a uint8
-      image batch [B, H, W, C] drawn on the host with `step_keys(...)[0]`.
-    batch_layout: `sharding.batch_sharding(mesh)` under data parallelism; None on one device
-      without a mesh.
-
-  Returns:
-    The new state (the old one, with the step advanced, if anything was non-finite) and scalar
-    metrics, including "finite".
-  """
-  # copy=True: the optimizer updates these modules in place, and `state.modules` must stay the
-  # pre-update state that a non-finite step falls back to.
-  modules = nnx.merge(graphdef, state.modules, copy=True)
-  vae, optimizer = modules[:2]
-  critic = modules[2] if len(modules) == 4 else None
-  data_key, loss_key, critic_key = step_keys(state.rng, state.step)
-  images = draw_batch(batch_source, data_key)
-  if batch_layout is not None:
-    # The global batch is drawn with the single-device key; the constraint makes each device
-    # draw and render only its rows (the partitioner pushes it back into the sampler).
-    images = jax.lax.with_sharding_constraint(images, batch_layout)
-  (loss, aux), grads = loss_and_grad(vae, images, loss_key, state.step, critic)
-  metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
-  finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"]) & _all_finite(grads)
-  if critic is not None:
-    # The critic sees the codes the VAE loss used, from the VAE before its update.
-    codes = objectives.sample_codes(vae, images, loss_key)
-    (_, critic_aux), critic_grads = nnx.value_and_grad(
-      objectives.factor_vae_discriminator_loss, has_aux=True
-    )(critic, codes, critic_key)
-    finite &= _all_finite(critic_grads)
-    modules[3].update(critic, critic_grads)
-    metrics.update(critic_aux)
-  optimizer.update(vae, grads)
-
-  updated = nnx.state(modules)
-  # A finite gradient can still give non-finite parameters or moments (a NaN or huge learning
-  # rate): the new state itself must be finite to be kept (and ever saved).
-  finite &= _all_finite(updated)
-  new_modules = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state.modules)
-  metrics["finite"] = finite
-  return state.replace(step=state.step + 1, modules=new_modules), metrics
+  def __init__(self, failures: dict[str, str], workdir: str):
+    self.failures = failures
+    lines = "\n".join(f"  - {name}: {why}" for name, why in failures.items())
+    FloatingPointError.__init__(
+      self,
+      f"{len(failures)} replica(s) went non-finite and were stopped (their last finite state is "
+      f"kept; the other replicas finished; see {os.path.join(workdir, 'replicas.json')}):\n"
+      f"{lines}",
+    )
 
 
-def make_train_step(
-  graphdef: nnx.GraphDef,
-  config: ml_collections.ConfigDict,
-  mesh: Mesh | None = None,
-  *,
-  host_batches: bool = False,
-) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
-  """The jitted `train_step(state, batch_source)` with the state donated.
-
-  Args:
-    graphdef: graph definition from `create_train_state`.
-    config: the run's config.
-    mesh: `sharding.make_mesh()` for the data-parallel step (the state must be replicated on
-      it, a host batch sharded with `sharding.batch_sharding`); None compiles for the devices
-      the arguments live on.
-    host_batches: the step takes image batches drawn on the host (`host_batch`) instead of a
-      jittable dataset it draws from.
-  """
-  regularizer_fn = regularizers.make_regularizer(config.regularizer)
-  if mesh is not None:
-    regularizer_fn = sharding.scoped_regularizer(regularizer_fn, config.regularizer.scope, mesh)
-  batch_size = config.train.batch_size
-  if host_batches:
-    draw_batch = lambda images, key: images  # noqa: E731
-  else:
-    draw_batch = lambda dataset, key: dataset.sample_batch(key, batch_size)[0]  # noqa: E731
-  step = functools.partial(
-    train_step, graphdef, objectives.make_loss(config, regularizer_fn), draw_batch
-  )
-  if mesh is None:
-    return jax.jit(step, donate_argnums=0)
-  # Pinning the outputs keeps the state replicated step after step.
-  replicated = sharding.replicated(mesh)
-  return jax.jit(
-    functools.partial(step, batch_layout=sharding.batch_sharding(mesh)),
-    out_shardings=(replicated, replicated),
-    donate_argnums=0,
-  )
-
-
-def host_batch(
-  dataset: data_lib.GroundTruthDataset, rng: jax.Array, step: int, batch_size: int
-) -> np.ndarray:
-  """The batch of `step` drawn on the host (for datasets that are not jittable)."""
-  images, _ = dataset.sample_batch(step_keys(rng, step)[0], batch_size)
-  return np.asarray(images)
-
-
-def _restore(manager, state: TrainState) -> TrainState:
+def _restore(manager, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
   step = manager.latest_step()
   mismatches = checkpointing.shape_mismatches(manager, step, state)
   if mismatches:
@@ -276,12 +119,13 @@ def _restore(manager, state: TrainState) -> TrainState:
       f"The checkpoint at step {step} in {manager.directory} does not fit this config ({shown}). "
       "Nothing was changed; resume with the run's own config.json, or use a new --workdir."
     )
-  restored, _ = checkpointing.restore(manager, state, step)
-  return restored
+  return checkpointing.restore(manager, state, step)
 
 
-def _resume(manager, state: TrainState, config: ml_collections.ConfigDict) -> TrainState:
-  """Workdir's latest checkpoint, then `train.init_from`, then the fresh state."""
+def _resume(
+  manager, state: TrainState, config: ml_collections.ConfigDict
+) -> tuple[TrainState, dict[str, Any]]:
+  """Workdir's latest checkpoint (state, meta), then `train.init_from`, then the fresh state."""
   if manager.latest_step() is not None:
     return _restore(manager, state)
   if config.train.init_from:
@@ -291,8 +135,8 @@ def _resume(manager, state: TrainState, config: ml_collections.ConfigDict) -> Tr
         f"train.init_from={config.train.init_from!r} holds no checkpoint "
         f"under {os.path.join(config.train.init_from, 'checkpoints')}."
       )
-    return _restore(other, state)
-  return state
+    state, _ = _restore(other, state)
+  return state, {}
 
 
 class _Preemption:
@@ -360,10 +204,10 @@ def _drop_unviable_checkpoint(manager, step: int) -> None:
     manager.delete(step)
 
 
-def _compile_step(step_fn, state: TrainState, batch: Any):
-  """Compiles the step for the run's state and batch: shape errors surface before any write."""
+def _compile_step(step_fn, *args: Any):
+  """Compiles the step for the run's arguments: shape errors surface before any write."""
   try:
-    return step_fn.lower(state, batch).compile()
+    return step_fn.lower(*args).compile()
   except Exception as e:  # noqa: BLE001 (reported with its cause, before the workdir is touched)
     raise ConfigError(
       f"The train step does not build for this config ({type(e).__name__}: {e}). Nothing was "
@@ -374,51 +218,110 @@ def _compile_step(step_fn, state: TrainState, batch: Any):
 def _batch_source(
   config: ml_collections.ConfigDict, dataset: data_lib.GroundTruthDataset, rng: Any, mesh: Mesh
 ) -> Callable[[int], Any]:
-  """step -> what the step takes: the jittable dataset itself, or the host batch of that step."""
+  """step -> what the step takes: the jittable dataset itself, or the host batch of that step
+  (of every replica, [K, B, ...], when `rng` is stacked)."""
   if dataset.jittable:
     return lambda step: dataset
-  layout = sharding.batch_sharding(mesh)
   rng = np.asarray(sharding.host_local(rng))
+  batch_size = config.train.batch_size
+  if rng.ndim == 1:
+    layout = sharding.batch_sharding(mesh)
+    return lambda step: sharding.host_to_global(host_batch(dataset, rng, step, batch_size), layout)
+  layout = sharding.batch_sharding(mesh, axis=1)
   return lambda step: sharding.host_to_global(
-    host_batch(dataset, rng, step, config.train.batch_size), layout
+    np.stack([host_batch(dataset, r, step, batch_size) for r in rng]), layout, axis=1
   )
+
+
+class _Run:
+  """Where one run of the program writes: the run itself, or one replica of a K-run."""
+
+  def __init__(self, config, workdir: str, replica: replicas_lib.Replica | None = None):
+    self.config = config
+    self.workdir = workdir
+    self.replica = replica
+    self.failed_at: int | None = None  # The step at which a replica went non-finite.
+    self.failure: str | None = None  # What was non-finite.
+    self.writer: MetricWriter | None = None
+
+  def view(self, tree: Any) -> Any:
+    """This run's part of the program's (stacked) state or metrics."""
+    return tree if self.replica is None else replicas_lib.take(tree, self.replica.index)
+
+  def open(self, step: int) -> None:
+    """Claims the run's directory (a replica's config.json) and opens its metric writer."""
+    if self.replica is not None and jax.process_index() == 0:
+      os.makedirs(self.workdir, exist_ok=True)
+      write_json_atomic(os.path.join(self.workdir, "config.json"), self.config.to_dict())
+    self.writer = MetricWriter(self.workdir, config=self.config)
+    self.writer.truncate_after(step)
+
+
+def _make_runs(config, workdir, replicas, failed: dict[str, int]) -> list[_Run]:
+  if replicas is None:
+    return [_Run(config, workdir)]
+  runs = [_Run(r.config, os.path.join(workdir, r.name), r) for r in replicas]
+  for run in runs:
+    if run.replica.name in failed:
+      run.failed_at = failed[run.replica.name]
+      run.failure = f"non-finite at step {run.failed_at} (before this resumption)"
+  return runs
+
+
+def _step_of(state: TrainState) -> int:
+  return int(np.asarray(sharding.host_local(state.step)).reshape(-1)[0])
 
 
 def _train_loop(
   config: ml_collections.ConfigDict,
-  workdir: str,
+  runs: list[_Run],
   graphdef: nnx.GraphDef,
   state: TrainState,
   dataset: data_lib.GroundTruthDataset,
-  step_fn: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]],
+  step_fn: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
   manager,
-  writer: MetricWriter,
   mesh: Mesh,
 ) -> tuple[TrainState, bool]:
   """Runs the steps from `state.step` to `train.num_steps`; owns logging, saving, evaluation.
 
   `state` (and a jittable `dataset`) are replicated on `mesh`; host code reads the first local
-  device's copy (`sharding.host_local`), which every process holds. Returns the last state and
-  whether the run was preempted.
+  device's copy (`sharding.host_local`), which every process holds. A single run raises
+  `Diverged` at its first non-finite step; a K-run stops that replica and goes on until every
+  replica has failed. Returns the last state and whether the run was preempted.
   """
+  multi = runs[0].replica is not None
   local_dataset = sharding.host_local(dataset) if dataset.jittable else dataset
   batch_source = _batch_source(config, dataset, state.rng, mesh)
-  start, num_steps = int(sharding.host_local(state.step)), config.train.num_steps
+  start, num_steps = _step_of(state), config.train.num_steps
   last_log = (start, time.time())
+  active = (
+    sharding.replicate(jnp.asarray([run.failure is None for run in runs]), mesh) if multi else None
+  )
 
   def check_and_log(done, metrics):
     nonlocal last_log
     metrics = jax.device_get(sharding.host_local(metrics))
-    if not metrics["finite"]:
+    if not multi and not metrics["finite"]:
       if not np.isfinite(metrics["loss"]):
         _drop_unviable_checkpoint(manager, done - 1)
       raise Diverged(done, metrics)
-    bar.set_postfix(loss=f"{float(metrics['loss']):.2f}", refresh=False)
+    live = []
+    for run in runs:
+      if run.failure is not None:
+        continue
+      if not run.view(metrics)["finite"]:
+        run.failed_at, run.failure = done, str(Diverged(done, run.view(metrics))).split(". ")[0]
+        print(f"Replica {run.replica.name} stopped: non-finite at step {done}; the others go on.")
+      else:
+        live.append(run)
+    if not live:
+      raise ReplicasDiverged({run.replica.name: run.failure for run in runs}, manager.directory)
+    bar.set_postfix(loss=f"{float(np.median(live[0].view(metrics)['loss'])):.2f}", refresh=False)
     if done % config.train.log_every == 0 or done == num_steps:
       rate = (done - last_log[0]) / max(time.time() - last_log[1], 1e-9)
-      writer.write(
-        done, {**{k: v for k, v in metrics.items() if k != "finite"}, "steps_per_second": rate}
-      )
+      for run in live:
+        scalars = {k: v for k, v in run.view(metrics).items() if k != "finite"}
+        run.writer.write(done, {**scalars, "steps_per_second": rate})
       last_log = (done, time.time())
 
   bar = tqdm.tqdm(
@@ -432,7 +335,11 @@ def _train_loop(
   preempted = False
   with _Preemption() as preemption, bar:
     for step in range(start, num_steps):
-      state, metrics = step_fn(state, batch_source(step))
+      if multi:
+        state, metrics = step_fn(state, batch_source(step), active)
+        active = metrics["finite"]  # A replica stays stopped from its first non-finite step.
+      else:
+        state, metrics = step_fn(state, batch_source(step))
       done = step + 1
       if pending is not None:
         check_and_log(*pending)
@@ -446,16 +353,18 @@ def _train_loop(
         check_and_log(*pending)  # Never save or evaluate a state whose step was not checked.
         pending = None
         # The data stream is a function of (seed, step): the step is the data position.
-        checkpointing.save(
-          manager,
-          done,
-          state,
-          {"step": done, "data_position": done, "config": config.to_dict()},
-        )
+        meta = {"step": done, "data_position": done, "config": config.to_dict()}
+        if multi:
+          meta["failed"] = {r.replica.name: r.failed_at for r in runs if r.failed_at is not None}
+        checkpointing.save(manager, done, state, meta)
       bar.update(1)
       if eval_due:
         # Every process encodes its share of the points and gets all codes; process 0 writes.
-        evaluation.evaluate_and_write(config, workdir, graphdef, state, local_dataset, mesh=mesh)
+        for run in runs:
+          if run.failure is None:
+            evaluation.evaluate_and_write(
+              run.config, run.workdir, graphdef, run.view(state), local_dataset, mesh=mesh
+            )
       if preempted:
         break
     if pending is not None:
@@ -463,20 +372,60 @@ def _train_loop(
   return state, preempted
 
 
+def _summarize(run: _Run) -> None:
+  """Writes the run's train_summary.json and prints its regularizer-gradient line."""
+  summary = gradient_summary(read_jsonl(os.path.join(run.workdir, "metrics.jsonl")))
+  if summary is None:
+    return
+  write_json_atomic(os.path.join(run.workdir, "train_summary.json"), summary)
+  share, ratio = summary["median_regularizer_share"], summary["median_regularizer_to_distortion"]
+  who = "" if run.replica is None else f"{run.replica.name}: "
+  print(
+    f"{who}Regularizer gradient: median {share:.3g} of the loss's gradient w.r.t. the "
+    f"regularized outputs, {ratio:.3g} x the distortion's"
+    + (f" (NEGLIGIBLE: below {objectives.NEGLIGIBLE_SHARE})." if summary["negligible"] else ".")
+  )
+
+
+def _write_replica_index(workdir: str, runs: list[_Run], step: int, num_steps: int) -> None:
+  """replicas.json: every replica's name, seed, values, directory and status."""
+  finished = "finished" if step >= num_steps else f"at step {step} of {num_steps}"
+  write_json_atomic(
+    os.path.join(workdir, "replicas.json"),
+    {
+      "step": step,
+      "replicas": [
+        {
+          "name": run.replica.name,
+          "index": run.replica.index,
+          "seed": run.replica.seed,
+          "values": run.replica.values,
+          "workdir": run.workdir,
+          "status": finished if run.failure is None else "stopped",
+          "failed_at": run.failed_at,
+          "failure": run.failure,
+        }
+        for run in runs
+      ],
+    },
+  )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming if the workdir holds a checkpoint), evaluates, and writes everything.
 
   Args:
-    config: the run's config (see gmg_jax/config.py).
+    config: the run's config (see gmg_jax/config.py); `num_seeds` / `vary` make it a K-run.
     workdir: directory for checkpoints, logs, metrics and pictures.
 
   Returns:
-    The final state.
+    The final state (stacked along a leading replica axis for a K-run).
 
   Raises:
     ConfigError: a bad config, or a workdir holding another run (before anything is written).
     DataFileError: missing or unreadable data files (before anything is written).
-    Diverged: a non-finite step; checkpoints keep the last finite state.
+    Diverged: a non-finite step; checkpoints keep the last finite state. For a K-run,
+      `ReplicasDiverged` after the other replicas finished, naming the stopped ones.
     Preempted: SIGTERM; the state was saved and the same call resumes.
   """
   workdir = os.path.abspath(workdir)
@@ -493,51 +442,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   if dataset.jittable:
     dataset = sharding.replicate(dataset, mesh)
   config = with_dataset_facts(config, dataset)
-  graphdef, state = create_train_state(config, dataset.image_shape)
+  replicas = replicas_lib.expand(config) if replicas_lib.is_multi(config) else None
+  graphdef, state = create_train_state(config, dataset.image_shape, replicas)
   # Restoring into a replicated state makes Orbax read it replicated on every process.
   state = sharding.replicate(state, mesh)
-  start = int(sharding.host_local(state.step))
+  example = [state, _batch_source(config, dataset, state.rng, mesh)(_step_of(state))]
+  if replicas is not None:
+    example.append(sharding.replicate(jnp.ones(len(replicas), bool), mesh))
   step_fn = _compile_step(
-    make_train_step(graphdef, config, mesh, host_batches=not dataset.jittable),
-    state,
-    _batch_source(config, dataset, state.rng, mesh)(start),
+    make_train_step(graphdef, config, mesh, host_batches=not dataset.jittable, replicas=replicas),
+    *example,
   )
   checkpointing.check_config(workdir, config)
   with contextlib.closing(checkpointing.make_manager(workdir, config.train)) as manager:
-    state = _resume(manager, state, config)
+    state, meta = _resume(manager, state, config)
     # Only now, with the state restored (or fresh), does the run claim the workdir.
     checkpointing.write_config(workdir, config)
-    writer = MetricWriter(workdir, config=config)
-    writer.truncate_after(int(sharding.host_local(state.step)))
+    runs = _make_runs(config, workdir, replicas, meta.get("failed", {}))
     try:
-      state, preempted = _train_loop(
-        config, workdir, graphdef, state, dataset, step_fn, manager, writer, mesh
-      )
+      for run in runs:
+        run.open(_step_of(state))
+      state, preempted = _train_loop(config, runs, graphdef, state, dataset, step_fn, manager, mesh)
     finally:
       # Also on errors: a save in flight (the last good state) completes.
       manager.wait_until_finished()
-      writer.close()
+      for run in runs:
+        if run.writer is not None:
+          run.writer.close()
+      if replicas is not None and jax.process_index() == 0:
+        _write_replica_index(workdir, runs, _step_of(state), config.train.num_steps)
+  step = _step_of(state)
   if preempted:
-    raise Preempted(int(sharding.host_local(state.step)), workdir)
+    raise Preempted(step, workdir)
   if jax.process_index() == 0:
-    summary = gradient_summary(read_jsonl(os.path.join(workdir, "metrics.jsonl")))
-    if summary is not None:
-      write_json_atomic(os.path.join(workdir, "train_summary.json"), summary)
-      share, ratio = (
-        summary["median_regularizer_share"],
-        summary["median_regularizer_to_distortion"],
-      )
-      print(
-        f"Regularizer gradient: median {share:.3g} of the loss's gradient w.r.t. the regularized "
-        f"outputs, {ratio:.3g} x the distortion's"
-        + (f" (NEGLIGIBLE: below {objectives.NEGLIGIBLE_SHARE})." if summary["negligible"] else ".")
-      )
+    for run in runs:
+      _summarize(run)
+    where = workdir if replicas is None else os.path.join(workdir, "<replica>")
     print(
-      f"Done at step {int(sharding.host_local(state.step))}. Workdir {workdir}:\n"
-      f"  metrics:     {os.path.join(workdir, 'metrics.jsonl')} "
-      f"(evaluation: {os.path.join(workdir, 'metrics.json')})\n"
+      f"Done at step {step}. Workdir {workdir}:\n"
+      + (f"  replicas:    {os.path.join(workdir, 'replicas.json')}\n" if replicas else "")
+      + f"  metrics:     {os.path.join(where, 'metrics.jsonl')} "
+      f"(evaluation: {os.path.join(where, 'metrics.json')})\n"
       f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"
-      f"  pictures:    {os.path.join(workdir, 'pictures')}\n"
-      f"  tensorboard: {os.path.join(workdir, 'tensorboard')}"
+      f"  pictures:    {os.path.join(where, 'pictures')}\n"
+      f"  tensorboard: {os.path.join(where, 'tensorboard')}"
     )
+  failures = {run.replica.name: run.failure for run in runs if run.failure is not None}
+  if failures:
+    raise ReplicasDiverged(failures, workdir)
   return state

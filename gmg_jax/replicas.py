@@ -1,0 +1,160 @@
+"""Many runs in one program: K replicas (seeds x hyperparameter values) trained as one vmapped step.
+
+Two config fields name the replicas (gmg_jax/config.py):
+
+  --config.num_seeds=3                    seeds seed, seed + 1, seed + 2
+  --config.vary="regularizer.weight=100,300,1000;optim.learning_rate=1e-3,3e-4"
+
+The replicas are every combination of the varied values crossed with the seeds (seeds vary
+fastest), in the order written. Only scalars that change no shape and no Python branch can
+vary (`VARIABLE_FIELDS`); inside the step they are traced arrays, so one compilation serves
+every replica. Replica (seed s, values v) is exactly the single run whose config is its
+`Replica.config` (`--config.seed=s` and those values): same initialization, same data stream,
+same random draws.
+
+Layout of a K-run workdir:
+  config.json, checkpoints/   the K-run's config and one Orbax checkpoint of the stacked state.
+  replicas.json               every replica's name, seed, values and status.
+  <replica name>/             what a single run writes: config.json (the replica's own config,
+                              runnable alone), metrics.jsonl, metrics.json, pictures/, ...
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+
+# Scalars a K-run may vary: each is used only arithmetically by the step (no shape, no branch).
+VARIABLE_FIELDS = (
+  "optim.learning_rate",
+  "objective.beta",
+  "objective.gamma",
+  "objective.c_max",
+  "objective.gamma_annealed",
+  "objective.lambda_od",
+  "objective.lambda_d_factor",
+  "objective.tcvae_alpha",
+  "objective.tcvae_beta",
+  "objective.tcvae_gamma",
+  "regularizer.weight",
+  "regularizer.gmg.epsilon_0",
+)
+
+
+class Replica(NamedTuple):
+  """One run of a K-run program.
+
+  Attributes:
+    index: position along the stacked state's leading axis.
+    name: its directory under the K-run's workdir, e.g. "weight=300,seed=1".
+    seed: its `config.seed`.
+    values: the varied fields' values, {dotted field: value}.
+    config: the config of the single run it is (num_seeds=1, vary="").
+  """
+
+  index: int
+  name: str
+  seed: int
+  values: dict[str, float]
+  config: ml_collections.ConfigDict
+
+
+def is_multi(config: ml_collections.ConfigDict) -> bool:
+  """Whether `config` asks for more than the one run of `config.seed`."""
+  return config.num_seeds != 1 or bool(config.vary.strip())
+
+
+def parse_vary(spec: str) -> dict[str, tuple[float, ...]]:
+  """`"a.b=1,2;c.d=3e-4,1e-3"` -> {"a.b": (1.0, 2.0), "c.d": (3e-4, 1e-3)}.
+
+  Raises:
+    ValueError: naming the part of `spec` that is wrong and what to write instead.
+  """
+  varied: dict[str, tuple[float, ...]] = {}
+  for part in filter(None, (p.strip() for p in spec.split(";"))):
+    field, sep, listed = part.partition("=")
+    field = field.strip()
+    if not sep or not listed.strip():
+      raise ValueError(f"vary: {part!r} is not FIELD=V1,V2,... (e.g. 'regularizer.weight=1,10').")
+    if field == "seed":
+      raise ValueError("vary: seeds are set by --config.num_seeds=K (seeds seed..seed+K-1).")
+    if field not in VARIABLE_FIELDS:
+      raise ValueError(
+        f"vary: {field!r} cannot vary inside one program; fields that can: "
+        f"{', '.join(VARIABLE_FIELDS)}. Fields that change shapes or branches need separate runs "
+        "(experiments/sweep.py)."
+      )
+    if field in varied:
+      raise ValueError(f"vary: {field!r} is listed twice; give all its values once.")
+    try:
+      values = tuple(float(v) for v in listed.split(","))
+    except ValueError:
+      raise ValueError(f"vary: {part!r}: the values must be numbers, comma separated.") from None
+    if not all(math.isfinite(v) for v in values):
+      raise ValueError(f"vary: {part!r}: the values must be finite.")
+    if len(set(values)) != len(values):
+      raise ValueError(f"vary: {part!r}: a value is listed twice.")
+    varied[field] = values
+  return varied
+
+
+def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+  *parents, leaf = dotted.split(".")
+  for part in parents:
+    config = config[part]
+  config[leaf] = value
+
+
+def _name(seed: int, values: dict[str, float]) -> str:
+  # The fields' last components are unique among VARIABLE_FIELDS.
+  parts = [f"{field.rsplit('.', 1)[-1]}={value:g}" for field, value in values.items()]
+  return ",".join([*parts, f"seed={seed}"])
+
+
+def expand(config: ml_collections.ConfigDict) -> list[Replica]:
+  """The replicas of `config` in stacking order (a config without replicas gives one).
+
+  Raises:
+    ValueError: a bad `vary` spec or `num_seeds` (see `parse_vary`).
+  """
+  if not (isinstance(config.num_seeds, int) and config.num_seeds >= 1):
+    raise ValueError(f"num_seeds={config.num_seeds!r}: must be an integer >= 1.")
+  varied = parse_vary(config.vary)
+  replicas = []
+  for combo in itertools.product(*varied.values()):
+    values = dict(zip(varied, combo, strict=True))
+    for seed in range(config.seed, config.seed + config.num_seeds):
+      single = copy.deepcopy(config)
+      with single.unlocked():
+        single.seed, single.num_seeds, single.vary = seed, 1, ""
+        for field, value in values.items():
+          _set(single, field, value)
+      replicas.append(Replica(len(replicas), _name(seed, values), seed, values, single))
+  return replicas
+
+
+def stacked_values(replicas: list[Replica]) -> dict[str, np.ndarray]:
+  """{field: float32 [K]} of the varied fields, in stacking order (empty for seeds only)."""
+  fields = replicas[0].values
+  return {f: np.asarray([r.values[f] for r in replicas], np.float32) for f in fields}
+
+
+def with_values(
+  config: ml_collections.ConfigDict, values: dict[str, Any]
+) -> ml_collections.ConfigDict:
+  """A copy of `config` whose varied fields hold `values` (traced arrays inside the step)."""
+  config = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+  for field, value in values.items():
+    _set(config, field, value)
+  return config
+
+
+def take(tree: Any, index: int) -> Any:
+  """Replica `index` of a stacked pytree (leading axis)."""
+  return jax.tree.map(lambda a: a[index], tree)
