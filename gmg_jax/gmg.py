@@ -53,17 +53,21 @@ from ott.problems.quadratic import quadratic_problem
 from ott.solvers.linear import sinkhorn
 from ott.solvers.quadratic import gromov_wasserstein
 
+from gmg_jax import gw
 from gmg_jax.registry import check_choice, lookup
 
 CostName = Literal["sqeuclidean", "scaled_sqeuclidean", "cosine"]
 StatName = Literal["mean", "max", "std"]
 EstimatorName = Literal["entropic", "certified"]
+SolverName = Literal["fused", "ott"]
 
 # Guards against division by zero for zero vectors and all-equal batches.
 _TINY = 1e-12
 INITS = ("both", "product", "identity")
 # The values `gromov_monge_gap` can return (module docstring); the first is the default.
 ESTIMATORS = ("entropic", "certified")
+# GW solvers of `entropic_gw_plan`; the first is the default.
+SOLVERS = ("fused", "ott")
 
 
 def _flatten(z: jax.Array) -> jax.Array:
@@ -218,8 +222,11 @@ class GMGInfo(NamedTuple):
     gw_energy: ``E(P_eps)``, GW energy of the solver's plan (no entropy).
     gw_cost: ``F(P_eps) = E(P_eps) + epsilon * KL(P_eps | ab^T)``.
     epsilon: the absolute epsilon used.
-    converged: whether ott's GW solver converged within its budget.
+    converged: whether the GW solve converged within its budget: its outer rule stopped it and
+      every Sinkhorn solve met its tolerance.
     iterations: number of outer GW iterations run.
+    sinkhorn_iterations: Sinkhorn iterations in those outer iterations (the initial solve at
+      the start coupling not counted).
     plan_entropy_ratio: ``H(P_eps) / log n``: 1 for a one-to-one matching, 2 for the product
       coupling (no matching at all; epsilon too large).
     identity_won: the solver's plan was no better than the map's own coupling (the certified
@@ -234,6 +241,7 @@ class GMGInfo(NamedTuple):
   epsilon: jax.Array
   converged: jax.Array
   iterations: jax.Array
+  sinkhorn_iterations: jax.Array
   plan_entropy_ratio: jax.Array
   identity_won: jax.Array
   entropic_gap: jax.Array
@@ -264,19 +272,28 @@ def round_to_coupling(plan: jax.Array) -> jax.Array:
 
 
 def entropic_gw_plan(
+  cost_xx: jax.Array, cost_yy: jax.Array, epsilon: jax.Array | float, **solver_kwargs
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """``(plan, converged, outer iterations, epsilon used)`` of `entropic_gw_plan_with_stats`."""
+  return entropic_gw_plan_with_stats(cost_xx, cost_yy, epsilon, **solver_kwargs)[:4]
+
+
+def entropic_gw_plan_with_stats(
   cost_xx: jax.Array,
   cost_yy: jax.Array,
   epsilon: jax.Array | float,
   *,
   init: Literal["both", "product", "identity"] = "both",
+  solver: SolverName = "fused",
   max_iterations: int = 50,
   min_iterations: int = 5,
   threshold: float = 1e-3,
   sinkhorn_max_iterations: int = 1000,
   sinkhorn_threshold: float = 1e-3,
+  inner_iterations: int = 10,
   warm_start: bool = True,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """Entropic GW plan between two cost matrices with uniform weights (ott-jax).
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Entropic GW plan between two cost matrices with uniform weights.
 
   The solve runs on the mean-normalized costs ``C / mean(C)`` at ``epsilon / (s_X s_Y)``. With
   exact marginals the energy is ``const - 2 <C_X P C_Y, P>``, so this is the same problem and has
@@ -299,15 +316,21 @@ def entropic_gw_plan(
       recovers a shuffled batch (GW = 0) where the identity start stops at 50-70% of the gap;
       on a trained decoder's batches the product start never beat the decoder's own coupling,
       while the identity start found couplings 3% (ScL2) below it.
+    solver: "fused" (`gmg_jax.gw.solve`: ott's iterations in one loop with kernel-domain
+      Sinkhorn blocks; the default) or "ott" (ott-jax's ``GromovWasserstein``, the reference).
+      Both run the same algorithm with the same stopping rules and return the same plan up to
+      float32 round-off (tests/test_gw.py).
     max_iterations: outer GW iterations cap.
     min_iterations: outer GW iterations before convergence is checked.
     threshold: outer convergence tolerance.
     sinkhorn_max_iterations: inner Sinkhorn iterations cap.
     sinkhorn_threshold: inner Sinkhorn marginal tolerance (below 1e-5 never converges in f32).
+    inner_iterations: Sinkhorn iterations between two checks of the marginal error.
     warm_start: start each Sinkhorn solve from the previous potentials.
 
   Returns:
-    ``(plan [n, m], converged, outer iterations, epsilon used)``, all without gradient. The
+    ``(plan [n, m], converged, outer iterations, epsilon used, Sinkhorn iterations of the outer
+    iterations)``, all without gradient. The
     plan is rounded onto the exact couplings (`round_to_coupling`); the epsilon used differs
     from ``epsilon`` only where the floor applies.
   """
@@ -319,29 +342,29 @@ def entropic_gw_plan(
   normalized_epsilon = jnp.maximum(jax.lax.stop_gradient(epsilon) / (scale_x * scale_y), floor)
   n, m = cost_xx.shape[0], cost_yy.shape[0]
   check_choice(init, INITS, "init")
+  check_choice(solver, SOLVERS, "solver")
   if init != "product" and n != m:
     raise ValueError(f"init={init!r} needs equal batch sizes, got {n} and {m}.")
-  problem = quadratic_problem.QuadraticProblem(
-    geometry.Geometry(cost_matrix=cost_xx), geometry.Geometry(cost_matrix=cost_yy)
+  budget = dict(
+    max_iterations=max_iterations,
+    min_iterations=min_iterations,
+    threshold=threshold,
+    sinkhorn_max_iterations=sinkhorn_max_iterations,
+    sinkhorn_threshold=sinkhorn_threshold,
+    inner_iterations=inner_iterations,
+    warm_start=warm_start,
   )
+  solve_fn = _solve_fused if solver == "fused" else _solve_ott
 
-  def solve(init_coupling: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    solver = gromov_wasserstein.GromovWasserstein(
-      sinkhorn.Sinkhorn(max_iterations=sinkhorn_max_iterations, threshold=sinkhorn_threshold),
-      epsilon=normalized_epsilon,
-      initializer=quad_initializers.QuadraticInitializer(init_coupling=init_coupling),
-      warm_start=warm_start,
-      max_iterations=max_iterations,
-      min_iterations=min_iterations,
-      threshold=threshold,
+  def solve(init_coupling: jax.Array) -> tuple[jax.Array, ...]:
+    plan, converged, iterations, sinkhorn_iterations = solve_fn(
+      cost_xx, cost_yy, normalized_epsilon, init_coupling, **budget
     )
-    out = solver(problem)
-    plan = out.matrix
     # A diverged Sinkhorn yields a NaN plan; the product coupling is then a feasible stand-in
     # and `converged` reports the failure.
     ok = jnp.all(jnp.isfinite(plan))
     plan = jnp.where(ok, round_to_coupling(plan), jnp.full((n, m), 1.0 / (n * m), plan.dtype))
-    return plan, jnp.logical_and(out.converged, ok), jnp.sum(out.costs != -1)
+    return plan, jnp.logical_and(converged, ok), iterations, sinkhorn_iterations
 
   starts = {
     "product": jnp.full((n, m), 1.0 / (n * m), cost_xx.dtype),
@@ -349,12 +372,53 @@ def entropic_gw_plan(
   }
   names = ("product", "identity") if init == "both" else (init,)
   # Both starts run as one batched solve (GW is non-convex); the lower-energy plan wins.
-  plans, converged, iterations = jax.vmap(solve)(jnp.stack([starts[k] for k in names]))
+  plans, *stats = jax.vmap(solve)(jnp.stack([starts[k] for k in names]))
   best = jnp.argmin(jax.vmap(lambda p: gw_energy(cost_xx, cost_yy, p))(plans))
   plan = jax.lax.stop_gradient(plans[best])
-  converged, iterations = converged[best], iterations[best]
+  converged, iterations, sinkhorn_iterations = (stat[best] for stat in stats)
   epsilon_used = normalized_epsilon * scale_x * scale_y
-  return plan, converged, iterations, epsilon_used
+  return plan, converged, iterations, epsilon_used, sinkhorn_iterations
+
+
+def _solve_fused(
+  cost_xx: jax.Array, cost_yy: jax.Array, epsilon: jax.Array, init_coupling: jax.Array, **budget
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """``(plan, converged, outer iterations, Sinkhorn iterations)`` of `gmg_jax.gw.solve`."""
+  out = gw.solve(cost_xx, cost_yy, epsilon, init_coupling, **budget)
+  return out.plan, out.converged, out.iterations, out.sinkhorn_iterations
+
+
+def _solve_ott(
+  cost_xx: jax.Array,
+  cost_yy: jax.Array,
+  epsilon: jax.Array,
+  init_coupling: jax.Array,
+  *,
+  inner_iterations: int,
+  sinkhorn_max_iterations: int,
+  sinkhorn_threshold: float,
+  warm_start: bool,
+  **outer,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """``(plan, converged, outer iterations, Sinkhorn iterations)`` of ott's ``GromovWasserstein``."""
+  problem = quadratic_problem.QuadraticProblem(
+    geometry.Geometry(cost_matrix=cost_xx), geometry.Geometry(cost_matrix=cost_yy)
+  )
+  solver = gromov_wasserstein.GromovWasserstein(
+    sinkhorn.Sinkhorn(
+      max_iterations=sinkhorn_max_iterations,
+      threshold=sinkhorn_threshold,
+      inner_iterations=inner_iterations,
+    ),
+    epsilon=epsilon,
+    initializer=quad_initializers.QuadraticInitializer(init_coupling=init_coupling),
+    warm_start=warm_start,
+    store_inner_errors=True,
+    **outer,
+  )
+  out = solver(problem)
+  sinkhorn_iterations = inner_iterations * jnp.sum(out.errors != -1)
+  return out.matrix, out.converged, jnp.sum(out.costs != -1), sinkhorn_iterations
 
 
 def gromov_monge_gap_from_costs(
@@ -376,7 +440,7 @@ def gromov_monge_gap_from_costs(
     epsilon_stat: statistic for the epsilon scaling.
     epsilon: absolute epsilon; overrides the scaled rule when given.
     estimator: the value returned, "entropic" or "certified" (module docstring).
-    **solver_kwargs: passed to `entropic_gw_plan`.
+    **solver_kwargs: passed to `entropic_gw_plan_with_stats`.
 
   Returns:
     ``(gap, info)``: the chosen estimator's value, with the envelope gradient, and the
@@ -387,7 +451,7 @@ def gromov_monge_gap_from_costs(
   if epsilon is None:
     epsilon = scaled_epsilon(cost_xx, cost_yy, epsilon_0, epsilon_stat)
   epsilon = jax.lax.stop_gradient(jnp.asarray(epsilon, cost_xx.dtype))
-  plan, converged, iterations, epsilon = entropic_gw_plan(
+  plan, converged, iterations, epsilon, sinkhorn_iterations = entropic_gw_plan_with_stats(
     cost_xx, cost_yy, epsilon, **solver_kwargs
   )
   dst = distortion(cost_xx, cost_yy)
@@ -404,6 +468,7 @@ def gromov_monge_gap_from_costs(
     epsilon=epsilon,
     converged=converged,
     iterations=iterations,
+    sinkhorn_iterations=sinkhorn_iterations,
     plan_entropy_ratio=(2.0 * log_n - kl) / log_n,
     identity_won=identity_won,
     entropic_gap=gaps["entropic"],
@@ -444,7 +509,7 @@ def gromov_monge_gap(
     estimator: the value returned (and differentiated): "entropic" (default, the paper's
       ``DST - GW_eps``, can be negative) or "certified" (``0 <= gap <= info.distortion``); see
       the module docstring. ``info`` holds both (``entropic_gap``, ``certified_gap``).
-    **solver_kwargs: solver budget, see `entropic_gw_plan`.
+    **solver_kwargs: solver and budget, see `entropic_gw_plan_with_stats`.
 
   Returns:
     ``(gap, info)``: the chosen estimator's value and the diagnostics.

@@ -82,6 +82,7 @@ def gmg(
     "gmg_epsilon": info.epsilon,
     "gmg_converged": info.converged.astype(jnp.float32),
     "gmg_iterations": info.iterations.astype(jnp.float32),
+    "gmg_sinkhorn_iterations": info.sinkhorn_iterations.astype(jnp.float32),
     "gmg_plan_entropy_ratio": info.plan_entropy_ratio,
     "gmg_identity_won": info.identity_won.astype(jnp.float32),
   }

@@ -1,0 +1,243 @@
+"""Entropic Gromov-Wasserstein in one fused loop: the iterations of ott-jax's solver, made cheap.
+
+`solve` runs the algorithm of ott-jax 0.6.0's
+``GromovWasserstein(Sinkhorn(lse_mode=True), warm_start=...)`` (Peyre et al. 2016; balanced,
+square loss, uniform weights) step for step, and differs in how the steps are executed:
+
+* One ``while_loop`` over Sinkhorn *blocks* of ``inner_iterations`` iterations; a block that ends
+  a Sinkhorn solve (marginal error below tolerance, or its iteration cap) also re-linearizes the
+  GW cost. ott nests a Sinkhorn ``while_loop`` in the GW one. Under ``vmap`` (several starts, or
+  a train step vmapped over replicas) a nested loop costs the sum over outer iterations of the
+  slowest member's inner count, with every member's body computed; the flat loop costs the
+  slowest member's total count of blocks.
+* Each block does one log-domain iteration (ott's update, exact whatever the potentials), which
+  leaves a kernel ``K = exp((f + g - C) / epsilon)`` whose rows sum exactly to ``a`` and whose
+  columns sum to at least ``b_j / n``; the block's other iterations are kernel-domain scalings
+  ``v = b / K^T u``, ``u = a / K v`` (matrix-vector products, no ``exp``), absorbed back into
+  the potentials at the end of the block. In exact arithmetic these are the same iterations; a
+  block whose scalings overflow keeps the log-domain iteration's potentials instead.
+* The stopping rules are ott's: a Sinkhorn solve stops when the L1 error of its column marginal,
+  checked after each block, is below ``sinkhorn_threshold``, or after
+  ``sinkhorn_max_iterations``; the GW loop stops after at least ``min_iterations`` outer
+  iterations when two successive regularized linear costs agree to ``threshold`` (relative), or
+  after ``max_iterations``. The budget is bounded: at most ``(max_iterations + 1) *
+  ceil(sinkhorn_max_iterations / inner_iterations)`` blocks.
+
+``converged`` is true only when the GW rule stopped the loop and every Sinkhorn solve of the
+outer iterations met its tolerance (ott's definition); ``iterations`` counts outer iterations as
+ott does (the initial solve at the start coupling is not one).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class GWResult(NamedTuple):
+  """Output of `solve` (no gradient flows through any of it).
+
+  Attributes:
+    plan: [n, m] the last Sinkhorn plan (marginals within the tolerance, not rounded).
+    converged: the GW rule stopped the loop and every outer Sinkhorn solve converged.
+    iterations: outer GW iterations run.
+    sinkhorn_iterations: Sinkhorn iterations of the outer iterations (the initial solve at the
+      start coupling not counted, as ``iterations``).
+  """
+
+  plan: jax.Array
+  converged: jax.Array
+  iterations: jax.Array
+  sinkhorn_iterations: jax.Array
+
+
+class _State(NamedTuple):
+  cost: jax.Array  # [n, m] the current linearization of the GW energy
+  f: jax.Array  # [n] potentials of the current Sinkhorn solve
+  g: jax.Array  # [m]
+  plan: jax.Array  # [n, m] the plan of (f, g, cost)
+  inner: jax.Array  # Sinkhorn iterations in the current solve
+  sinkhorn_iterations: jax.Array  # in the outer iterations
+  outer: jax.Array  # finished outer iterations; -1 while the initial solve runs
+  last_costs: jax.Array  # [2] the last two outer iterations' regularized linear costs
+  inner_ok: jax.Array  # every outer Sinkhorn solve so far met its tolerance
+  done: jax.Array
+  converged: jax.Array
+
+
+def linearized_cost(cost_xx: jax.Array, cost_yy: jax.Array, plan: jax.Array) -> jax.Array:
+  """ott's linearization of the GW energy (no 1/2) at a plan, with the plan's own marginals.
+
+  Args:
+    cost_xx: [n, n] symmetric source costs.
+    cost_yy: [m, m] symmetric target costs.
+    plan: [n, m] coupling.
+
+  Returns:
+    [n, m] ``C_X^2 p 1^T + 1 (C_Y^2 q)^T - 2 C_X P C_Y`` (squares elementwise).
+  """
+  p, q = jnp.sum(plan, axis=1), jnp.sum(plan, axis=0)
+  return (
+    ((cost_xx**2) @ p)[:, None] + ((cost_yy**2) @ q)[None, :] - 2.0 * (cost_xx @ plan @ cost_yy)
+  )
+
+
+def _sinkhorn_block(
+  cost: jax.Array,
+  f: jax.Array,
+  g: jax.Array,
+  epsilon: jax.Array,
+  iterations: int,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+  """``iterations`` Sinkhorn iterations (g then f, as ott), the first in the log domain.
+
+  Returns:
+    ``(f, g, plan, column error (L1), regularized linear cost)``.
+  """
+  n, m = cost.shape
+  a = jnp.full((n,), 1.0 / n, cost.dtype)
+  b = jnp.full((m,), 1.0 / m, cost.dtype)
+  log_a, log_b = jnp.log(a), jnp.log(b)
+  g = epsilon * log_b - epsilon * jax.nn.logsumexp((f[:, None] - cost) / epsilon, axis=0)
+  z = (g[None, :] - cost) / epsilon
+  lse = jax.nn.logsumexp(z, axis=1)
+  f = epsilon * log_a - epsilon * lse
+  # exp((f + g - C) / epsilon): rows sum to a exactly, entries <= a_i, no overflow.
+  kernel = a[:, None] * jnp.exp(z - lse[:, None])
+  u, v = jnp.ones_like(a), jnp.ones_like(b)
+  for _ in range(iterations - 1):
+    v = b / (kernel.T @ u)
+    u = a / (kernel @ v)
+  scaled = u[:, None] * kernel * v[None, :]
+  ok = jnp.all(jnp.isfinite(u)) & jnp.all(jnp.isfinite(v)) & jnp.all(u > 0) & jnp.all(v > 0)
+  f = jnp.where(ok, f + epsilon * jnp.log(jnp.where(ok, u, 1.0)), f)
+  g = jnp.where(ok, g + epsilon * jnp.log(jnp.where(ok, v, 1.0)), g)
+  plan = jnp.where(ok, scaled, kernel)
+  columns = jnp.sum(plan, axis=0)
+  error = jnp.sum(jnp.abs(columns - b))
+  # ott's regularized cost of a balanced solve: <a, f - eps log a> + <b, g - eps log b>
+  # + eps (1 - total mass).
+  reg_cost = (
+    jnp.sum(a * (f - epsilon * log_a))
+    + jnp.sum(b * (g - epsilon * log_b))
+    + epsilon * (1.0 - jnp.sum(columns))
+  )
+  return f, g, plan, error, reg_cost
+
+
+def solve(
+  cost_xx: jax.Array,
+  cost_yy: jax.Array,
+  epsilon: jax.Array | float,
+  init_coupling: jax.Array,
+  *,
+  max_iterations: int = 50,
+  min_iterations: int = 5,
+  threshold: float = 1e-3,
+  sinkhorn_max_iterations: int = 1000,
+  sinkhorn_threshold: float = 1e-3,
+  inner_iterations: int = 10,
+  warm_start: bool = True,
+) -> GWResult:
+  """Entropic GW between two cost matrices, uniform weights (module docstring).
+
+  Args:
+    cost_xx: [n, n] symmetric source costs (detached; best mean-normalized).
+    cost_yy: [m, m] symmetric target costs.
+    epsilon: absolute entropic regularization (ott's convention).
+    init_coupling: [n, m] coupling the first linearization is taken at.
+    max_iterations: outer GW iterations cap.
+    min_iterations: outer GW iterations before the GW rule is checked.
+    threshold: relative tolerance of the GW rule.
+    sinkhorn_max_iterations: Sinkhorn iterations cap per solve.
+    sinkhorn_threshold: L1 tolerance on the Sinkhorn plan's column marginal.
+    inner_iterations: Sinkhorn iterations per block (between two error checks).
+    warm_start: start each Sinkhorn solve from the previous one's potentials (else from 0).
+
+  Returns:
+    `GWResult`.
+  """
+  if max_iterations < 1 or inner_iterations < 1:
+    raise ValueError(
+      f"max_iterations and inner_iterations must be >= 1, got {max_iterations} and "
+      f"{inner_iterations}."
+    )
+  cost_xx, cost_yy = jax.lax.stop_gradient(cost_xx), jax.lax.stop_gradient(cost_yy)
+  epsilon = jax.lax.stop_gradient(jnp.asarray(epsilon, cost_xx.dtype))
+  n, m = cost_xx.shape[0], cost_yy.shape[0]
+  dtype = cost_xx.dtype
+  blocks_per_solve = math.ceil(sinkhorn_max_iterations / inner_iterations)
+  max_blocks = (max_iterations + 1) * blocks_per_solve
+
+  def cond(carry: tuple[jax.Array, _State]) -> jax.Array:
+    blocks, state = carry
+    return jnp.logical_and(blocks < max_blocks, jnp.logical_not(state.done))
+
+  def body(carry: tuple[jax.Array, _State]) -> tuple[jax.Array, _State]:
+    blocks, s = carry
+    f, g, plan, error, reg_cost = _sinkhorn_block(s.cost, s.f, s.g, epsilon, inner_iterations)
+    inner = s.inner + inner_iterations
+    solve_ok = error < sinkhorn_threshold
+    # ott stops a solve on a non-finite error too (diverged).
+    finished = solve_ok | (inner >= sinkhorn_max_iterations) | ~jnp.isfinite(error)
+    is_outer = s.outer >= 0
+    record = finished & is_outer
+    last_costs = jnp.where(record, jnp.stack([s.last_costs[1], reg_cost]), s.last_costs)
+    outer = jnp.where(finished, s.outer + 1, s.outer)
+    inner_ok = jnp.where(record, s.inner_ok & solve_ok, s.inner_ok)
+    # ott's GW rule, checked before each outer iteration once `outer` have run.
+    settled = (outer > 2) & jnp.isclose(last_costs[0], last_costs[1], rtol=threshold)
+    diverged = (outer > 2) & ~jnp.isfinite(last_costs[1])
+    stop_rule = (outer >= min_iterations) & (settled | diverged)
+    stop = finished & ((outer >= max_iterations) | stop_rule)
+    relinearize = finished & ~stop
+
+    def next_solve(operands):
+      plan, f, g = operands
+      cost = linearized_cost(cost_xx, cost_yy, plan)
+      if not warm_start:
+        f, g = jnp.zeros_like(f), jnp.zeros_like(g)
+      return cost, f, g
+
+    cost, f, g = jax.lax.cond(
+      relinearize, next_solve, lambda ops: (s.cost, ops[1], ops[2]), (plan, f, g)
+    )
+    state = _State(
+      cost=cost,
+      f=f,
+      g=g,
+      plan=plan,
+      inner=jnp.where(finished, 0, inner),
+      sinkhorn_iterations=s.sinkhorn_iterations + jnp.where(is_outer, inner_iterations, 0),
+      outer=outer,
+      last_costs=last_costs,
+      inner_ok=inner_ok,
+      done=stop,
+      converged=stop & stop_rule & ~diverged & inner_ok,
+    )
+    return blocks + 1, state
+
+  init_coupling = jax.lax.stop_gradient(init_coupling).astype(dtype)
+  state = _State(
+    cost=linearized_cost(cost_xx, cost_yy, init_coupling),
+    f=jnp.zeros((n,), dtype),
+    g=jnp.zeros((m,), dtype),
+    plan=init_coupling,
+    inner=jnp.zeros((), jnp.int32),
+    sinkhorn_iterations=jnp.zeros((), jnp.int32),
+    outer=jnp.full((), -1, jnp.int32),
+    last_costs=jnp.full((2,), -1.0, dtype),
+    inner_ok=jnp.ones((), bool),
+    done=jnp.zeros((), bool),
+    converged=jnp.zeros((), bool),
+  )
+  _, state = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))
+  return GWResult(
+    plan=state.plan,
+    converged=state.converged,
+    iterations=jnp.maximum(state.outer, 0),
+    sinkhorn_iterations=state.sinkhorn_iterations,
+  )
