@@ -310,7 +310,12 @@ def _train_loop(
       if run.failure is not None:
         continue
       if not run.view(metrics)["finite"]:
-        run.failed_at, run.failure = done, str(Diverged(done, run.view(metrics))).split(". ")[0]
+        own = run.view(metrics)
+        run.failed_at = done
+        run.failure = (
+          f"non-finite at step {done} (loss={float(own['loss']):.4g}, "
+          f"grad_norm={float(own['grad_norm']):.4g})"
+        )
         print(f"Replica {run.replica.name} stopped: non-finite at step {done}; the others go on.")
       else:
         live.append(run)
