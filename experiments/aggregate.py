@@ -122,8 +122,23 @@ def _train_diagnostics(path: str) -> dict[str, float]:
   return out
 
 
+def _seed_dirs(config_dir: str) -> list[tuple[str, int]]:
+  """(relative directory, seed) of a configuration's runs: `seed_<S>` (one run per program) and
+  `seeds_<lo>-<hi>/seed=<S>` (a replica of a K-run program, `experiments/sweep.py`)."""
+  found = []
+  for entry in sorted(os.listdir(config_dir)):
+    if match := re.fullmatch(r"seed_(\d+)", entry):
+      found.append((entry, int(match.group(1))))
+    elif re.fullmatch(r"seeds_\d+-\d+", entry) and os.path.isdir(os.path.join(config_dir, entry)):
+      for replica in sorted(os.listdir(os.path.join(config_dir, entry))):
+        if match := re.fullmatch(r"seed=(\d+)", replica):
+          found.append((os.path.join(entry, replica), int(match.group(1))))
+  return found
+
+
 def collect(root: str) -> list[dict[str, Any]]:
-  """One row per run directory `<root>/<config>/seed_<S>` that has a metrics.json.
+  """One row per run directory (`<root>/<config>/seed_<S>` or a K-run's replica
+  `<root>/<config>/seeds_<lo>-<hi>/seed=<S>`) that has a metrics.json.
 
   Args:
     root: study directory.
@@ -139,23 +154,28 @@ def collect(root: str) -> list[dict[str, Any]]:
     config_dir = os.path.join(root, name)
     if not os.path.isdir(config_dir):
       continue
-    for seed_dir in sorted(os.listdir(config_dir)):
-      match = re.fullmatch(r"seed_(\d+)", seed_dir)
+    for seed_dir, seed in _seed_dirs(config_dir):
       path = os.path.join(config_dir, seed_dir, "metrics.json")
-      if not match or not os.path.exists(path):
+      if not os.path.exists(path):
         continue
       with open(path, encoding="utf-8") as f:
         record = json.load(f)
       row: dict[str, Any] = {
         **parse_name(name),
-        "seed": int(match.group(1)),
+        "seed": seed,
         "step": int(record.get("step", -1)),
       }
       row.update(flatten({k: v for k, v in record.items() if k not in ("step", "sources")}))
       row.update(_train_diagnostics(os.path.join(config_dir, seed_dir, "metrics.jsonl")))
       rows.append(row)
-  rows.sort(key=lambda r: (r["config"], r["seed"]))
-  return rows
+  # A seed evaluated in two places (a run of its own stopped midway, then finished as a program's
+  # replica) counts once, at its latest step.
+  latest: dict[tuple[str, int], dict[str, Any]] = {}
+  for row in rows:
+    key = (row["config"], row["seed"])
+    if key not in latest or row["step"] > latest[key]["step"]:
+      latest[key] = row
+  return sorted(latest.values(), key=lambda r: (r["config"], r["seed"]))
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:

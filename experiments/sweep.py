@@ -13,7 +13,11 @@ config-string variant of the dataset config plus `--config.seed=S` and the extra
   # every run's metrics.json -> experiments/results/<study>/{results.csv, results.md, *.png}
   python experiments/sweep.py --study=readme_cpu32 --aggregate --traversals=3
 
-Run directories are `<root>/<study>/<config name>/seed_<S>` with the config name the variant
+The seeds of one configuration train as one program (`--config.num_seeds=K`, gmg_jax/replicas.py:
+K runs vmapped in one jitted step), at most `--replicas_per_program` (default 8) contiguous seeds
+each; `--replicas_per_program=1` runs every seed as its own process. Run directories are
+`<root>/<study>/<config name>/seeds_<lo>-<hi>/seed=<S>` (the replicas of a program) or
+`<root>/<study>/<config name>/seed_<S>` (a program of one run), with the config name the variant
 string with "," replaced by "+" (e.g. `beta_vae+gmg_cos_decoder`); aggregation reads the axes back
 from that name. `--set KEY=VALUE` adds `--config.KEY=VALUE` to every run; `--set_for
 TOKEN:KEY=VALUE` only to runs whose variant has the token (e.g. a per-cost regularizer weight:
@@ -90,8 +94,50 @@ class Run:
     return self.variant.replace(",", "+")
 
   def workdir(self, root: str) -> str:
-    """The run's workdir under a study directory `root`."""
+    """The run's workdir under a study directory `root` when it is a program of its own."""
     return os.path.join(root, self.name, f"seed_{self.seed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """Runs of one configuration with contiguous seeds, trained as one K-run program."""
+
+  runs: tuple[Run, ...]
+
+  @property
+  def first(self) -> Run:
+    return self.runs[0]
+
+  def workdir(self, root: str) -> str:
+    """`seed_<S>` for one run; `seeds_<lo>-<hi>` (replicas `seed=<S>` inside) for several."""
+    if len(self.runs) == 1:
+      return self.first.workdir(root)
+    return os.path.join(root, self.first.name, f"seeds_{self.first.seed}-{self.runs[-1].seed}")
+
+  def run_dirs(self, root: str) -> list[str]:
+    """Where each run's outputs (metrics.json, ...) go, in the order of `runs`."""
+    if len(self.runs) == 1:
+      return [self.first.workdir(root)]
+    return [os.path.join(self.workdir(root), f"seed={run.seed}") for run in self.runs]
+
+
+def programs(runs: Sequence[Run], max_replicas: int) -> list[Program]:
+  """Groups runs that differ only in their seed into programs of <= `max_replicas` contiguous
+  seeds (first seed, then configuration order)."""
+  groups: dict[tuple[str, tuple[str, ...]], list[Run]] = {}
+  for run in runs:
+    groups.setdefault((run.variant, run.overrides), []).append(run)
+  found = []
+  for group in groups.values():
+    block: list[Run] = []
+    for run in sorted(group, key=lambda r: r.seed):
+      if block and (run.seed != block[-1].seed + 1 or len(block) == max_replicas):
+        found.append(Program(tuple(block)))
+        block = []
+      block.append(run)
+    found.append(Program(tuple(block)))
+  order = {key: i for i, key in enumerate(groups)}
+  return sorted(found, key=lambda p: (p.first.seed, order[(p.first.variant, p.first.overrides)]))
 
 
 def grid_variants(
@@ -184,17 +230,36 @@ def load_config(config_file: str, run: Run):
   return config
 
 
-def command(config_file: str, run: Run, root: str, python: str = "python") -> list[str]:
-  """The `python -m gmg_jax.main` command line of a run."""
+def command(
+  config_file: str, program: Program | Run, root: str, python: str = "python"
+) -> list[str]:
+  """The `python -m gmg_jax.main` command line of a program (or of one run on its own)."""
+  program = Program((program,)) if isinstance(program, Run) else program
+  run = program.first
+  replicas = [f"--config.num_seeds={len(program.runs)}"] if len(program.runs) > 1 else []
   return [
     python,
     "-m",
     "gmg_jax.main",
     f"--config={config_file}:{run.variant}",
-    f"--workdir={run.workdir(root)}",
+    f"--workdir={program.workdir(root)}",
     f"--config.seed={run.seed}",
+    *replicas,
     *(f"--config.{o}" for o in run.overrides),
   ]
+
+
+def finished_dir(root: str, run: Run, num_steps: int) -> str | None:
+  """Where the run's finished evaluation is: its own `seed_<S>` or a program's `seed=<S>`."""
+  config_dir = os.path.join(root, run.name)
+  candidates = [run.workdir(root)]
+  if os.path.isdir(config_dir):
+    candidates += [
+      os.path.join(config_dir, entry, f"seed={run.seed}")
+      for entry in sorted(os.listdir(config_dir))
+      if re.fullmatch(r"seeds_\d+-\d+", entry)
+    ]
+  return next((d for d in candidates if is_finished(d, num_steps)), None)
 
 
 def is_finished(workdir: str, num_steps: int) -> bool:
@@ -207,39 +272,51 @@ def is_finished(workdir: str, num_steps: int) -> bool:
     return False
 
 
-def run_all(config_file: str, runs: Sequence[Run], root: str) -> list[tuple[Run, str]]:
-  """Runs one after another in subprocesses (logs to `<workdir>/train.log`), skipping finished ones.
+def run_all(
+  config_file: str, runs: Sequence[Run], root: str, max_replicas: int = 8
+) -> list[tuple[Run, str]]:
+  """Runs the unfinished runs as K-run programs (`programs`), one after another in subprocesses
+  (logs to `<program workdir>/train.log`); finished runs are skipped.
 
   Args:
     config_file: dataset config file (relative to the repository root or absolute).
     runs: the runs.
     root: study directory.
+    max_replicas: most runs per program (1: every run its own process).
 
   Returns:
     (run, status) with status "skipped", "done" or "failed (rc N)".
   """
   statuses = []
-  for index, run in enumerate(runs):
-    workdir = run.workdir(root)
-    config = load_config(config_file, run)
-    prefix = f"[{index + 1}/{len(runs)}] {run.name} seed {run.seed}"
-    if is_finished(workdir, config.train.num_steps):
-      print(f"{prefix}: finished, skipped", flush=True)
+  todo = []
+  for run in runs:
+    if finished_dir(root, run, load_config(config_file, run).train.num_steps):
+      print(f"{run.name} seed {run.seed}: finished, skipped", flush=True)
       statuses.append((run, "skipped"))
-      continue
+    else:
+      todo.append(run)
+  planned = programs(todo, max_replicas)
+  for index, program in enumerate(planned):
+    workdir = program.workdir(root)
+    num_steps = load_config(config_file, program.first).train.num_steps
+    seeds = [run.seed for run in program.runs]
+    prefix = f"[{index + 1}/{len(planned)}] {program.first.name} seeds {seeds}"
     os.makedirs(workdir, exist_ok=True)
     start = time.time()
     with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as log:
       rc = subprocess.call(
-        command(config_file, run, root, sys.executable),
+        command(config_file, program, root, sys.executable),
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
       )
-    finished = rc == 0 and is_finished(workdir, config.train.num_steps)
-    status = "done" if finished else f"failed (rc {rc})"
-    print(f"{prefix}: {status} in {time.time() - start:.0f} s", flush=True)
-    statuses.append((run, status))
+    for run, run_dir in zip(program.runs, program.run_dirs(root), strict=True):
+      status = "done" if is_finished(run_dir, num_steps) else f"failed (rc {rc})"
+      statuses.append((run, status))
+    done = sum(is_finished(d, num_steps) for d in program.run_dirs(root))
+    print(
+      f"{prefix}: {done}/{len(seeds)} done (rc {rc}) in {time.time() - start:.0f} s", flush=True
+    )
   return statuses
 
 
@@ -351,6 +428,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     metavar="TOKEN:KEY=VALUE",
     help="config override for runs whose variant has TOKEN (repeatable)",
   )
+  p.add_argument(
+    "--replicas_per_program",
+    type=int,
+    default=8,
+    metavar="K",
+    help="seeds of one configuration trained as one vmapped program (1: a process per run)",
+  )
   p.add_argument("--no_aggregate", action="store_true", help="--run without aggregating")
   p.add_argument(
     "--traversals",
@@ -392,22 +476,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.traversals:
       write_traversals(root, results, args.traversals)
     return
+  if args.replicas_per_program < 1:
+    raise SystemExit(f"--replicas_per_program={args.replicas_per_program}: must be >= 1.")
   runs = runs_from_args(args)
   if args.print:
-    for run in runs:
+    for program in programs(runs, args.replicas_per_program):
       # An absolute config path: the printed commands run from any directory.
-      print(shlex.join(command(os.path.join(ROOT, args.config), run, root)))
+      print(shlex.join(command(os.path.join(ROOT, args.config), program, root)))
     return
   if args.list:
     for run in runs:
-      done = is_finished(run.workdir(root), load_config(args.config, run).train.num_steps)
-      print(f"{'done' if done else 'todo'}  {run.workdir(root)}")
+      where = finished_dir(root, run, load_config(args.config, run).train.num_steps)
+      print(f"{'done' if where else 'todo'}  {where or run.workdir(root)}")
     print(f"{len(runs)} runs")
     return
   # Seed-major: a study stopped early has every configuration at the first seeds.
-  runs = sorted(runs, key=lambda run: run.seed)
   print(f"{len(runs)} runs under {root}", flush=True)
-  statuses = run_all(args.config, runs, root)
+  statuses = run_all(args.config, runs, root, args.replicas_per_program)
   failed = [run for run, status in statuses if status.startswith("failed")]
   if not args.no_aggregate:
     aggregate.write_results(root, results)
@@ -415,8 +500,8 @@ def main(argv: Sequence[str] | None = None) -> None:
       write_traversals(root, results, args.traversals)
   if failed:
     raise SystemExit(
-      f"{len(failed)} runs failed; see their train.log: "
-      + ", ".join(r.workdir(root) for r in failed)
+      f"{len(failed)} runs failed; see the train.log of their program: "
+      + ", ".join(f"{r.name} seed {r.seed}" for r in failed)
     )
 
 

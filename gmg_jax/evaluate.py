@@ -6,25 +6,29 @@ r"""Scores a saved run: restores a checkpoint, computes metrics, writes metrics 
 Values merge into the run's metrics.json (the trainer's other metrics stay; "sources" says which
 step, mode and sample sizes each value came from); every evaluation is appended to eval.jsonl
 and `pictures/metric_curves.png` plots them. The library behind it is `gmg_jax.evaluation`.
+
+A replica of a K-run (`<program workdir>/<replica name>`, gmg_jax/replicas.py) is scored the
+same way: its state is taken from the program's stacked checkpoints.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import ml_collections
 from absl import flags
 from flax import nnx
 
-from gmg_jax import checkpointing, cli, evaluation, train
+from gmg_jax import checkpointing, cli, evaluation, replicas, train
 from gmg_jax import data as data_lib
 from gmg_jax.config import ConfigError
 
 
-def _open_run(workdir: str) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any, Any, Any]:
-  """Config, graph definition, initial state, dataset and checkpoint manager of a saved run."""
+def _read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(
@@ -32,30 +36,67 @@ def _open_run(workdir: str) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, An
       "of a run started with python -m gmg_jax.main."
     )
   with open(path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _replica_index(workdir: str) -> int | None:
+  """The run's index in its K-run program (the parent directory's replicas.json), or None."""
+  path = os.path.join(os.path.dirname(os.path.abspath(workdir)), "replicas.json")
+  if not os.path.exists(path):
+    return None
+  name = os.path.basename(os.path.abspath(workdir))
+  with open(path, encoding="utf-8") as f:
+    return next((r["index"] for r in json.load(f)["replicas"] if r["name"] == name), None)
+
+
+class _Run(NamedTuple):
+  """A saved run opened for scoring; `select` takes its state out of a restored checkpoint."""
+
+  config: ml_collections.ConfigDict
+  graphdef: nnx.GraphDef
+  state: Any
+  dataset: Any
+  manager: Any
+  select: Callable[[Any], Any]
+
+
+def _open_run(workdir: str) -> _Run:
+  """Config, graph definition, initial state, dataset and checkpoint manager of a saved run (of
+  its K-run program for a replica)."""
+  config = _read_config(workdir)
   dataset = data_lib.get_dataset(config.data)
-  graphdef, state = train.create_train_state(config, dataset.image_shape)
-  manager = checkpointing.make_manager(workdir, config.train)
+  index = _replica_index(workdir)
+  if index is None:
+    source, select = workdir, lambda state: state
+    graphdef, state = train.create_train_state(config, dataset.image_shape)
+  else:
+    source = os.path.dirname(os.path.abspath(workdir))
+    program = _read_config(source)
+    select = functools.partial(replicas.take, index=index)
+    graphdef, state = train.create_train_state(
+      program, dataset.image_shape, replicas.expand(program)
+    )
+  manager = checkpointing.make_manager(source, config.train)
   if not manager.all_steps():
     raise FileNotFoundError(
-      f"{workdir} has a config but no checkpoint under {os.path.join(workdir, 'checkpoints')}."
+      f"{workdir} has a config but no checkpoint under {os.path.join(source, 'checkpoints')}."
     )
-  return config, graphdef, state, dataset, manager
+  return _Run(config, graphdef, state, dataset, manager, select)
 
 
-def _restore(workdir: str, manager: Any, state: Any, step: int | None) -> Any:
-  steps = manager.all_steps()
+def _restore(workdir: str, run: _Run, step: int | None) -> Any:
+  steps = run.manager.all_steps()
   if step is not None and step not in steps:
     raise ConfigError(f"{workdir} has no checkpoint at step {step}; it has {sorted(steps)}.")
-  return checkpointing.restore(manager, state, step)[0]
+  return run.select(checkpointing.restore(run.manager, run.state, step)[0])
 
 
 def load_run(
   workdir: str, step: int | None = None
 ) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any, Any]:
   """Config, graph definition, restored state (at `step`, default the latest) and dataset."""
-  config, graphdef, state, dataset, manager = _open_run(workdir)
-  return config, graphdef, _restore(workdir, manager, state, step), dataset
+  run = _open_run(workdir)
+  return run.config, run.graphdef, _restore(workdir, run, step), run.dataset
 
 
 def checkpoint_steps(manager: Any, which: str) -> list[int | None]:
@@ -74,17 +115,23 @@ def main(argv: list[str]) -> None:
   args = flags.FLAGS
   workdir = args.workdir
   # The run is opened once; each named checkpoint is restored into the same state structure.
-  config, graphdef, initial, dataset, manager = _open_run(workdir)
+  run = _open_run(workdir)
+  config = run.config
   with config.unlocked():
     if args.metrics:
       config.eval.metrics = tuple(args.metrics.split(","))
     for name in ("mode", "num_train", "num_test"):
       if args[name].value is not None:
         config.eval[name] = args[name].value
-  for step in checkpoint_steps(manager, args.step):
-    state = _restore(workdir, manager, initial, step)
+  for step in checkpoint_steps(run.manager, args.step):
     record = evaluation.evaluate_and_write(
-      config, workdir, graphdef, state, dataset, progress=True, by="evaluate"
+      config,
+      workdir,
+      run.graphdef,
+      _restore(workdir, run, step),
+      run.dataset,
+      progress=True,
+      by="evaluate",
     )
     print(json.dumps(record, indent=2))
   print(f"Wrote {os.path.join(workdir, 'metrics.json')} and {os.path.join(workdir, 'eval.jsonl')}")

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import aggregate  # noqa: E402
 import sweep  # noqa: E402
 
+from gmg_jax import replicas  # noqa: E402
 from gmg_jax.config import get_config  # noqa: E402
 
 
@@ -201,6 +202,32 @@ def test_single_seed_has_no_std_and_parse_name_reads_every_axis():
   }
 
 
+def test_the_seeds_of_a_configuration_train_as_programs_of_contiguous_seeds():
+  runs = sweep.expand(["beta_vae", "beta_vae,gmg_cos_decoder"], [0, 1, 2, 3, 4, 7], _TINY)
+  programs = sweep.programs(runs, max_replicas=3)
+  gmg = "beta_vae,gmg_cos_decoder"
+  assert [(p.first.variant, [r.seed for r in p.runs]) for p in programs] == [
+    ("beta_vae", [0, 1, 2]),
+    (gmg, [0, 1, 2]),
+    ("beta_vae", [3, 4]),
+    (gmg, [3, 4]),
+    ("beta_vae", [7]),
+    (gmg, [7]),
+  ]
+  cmd = sweep.command("configs/default.py", programs[0], "/r")
+  assert "--workdir=/r/beta_vae/seeds_0-2" in cmd
+  assert "--config.seed=0" in cmd and "--config.num_seeds=3" in cmd
+  assert programs[0].run_dirs("/r") == [f"/r/beta_vae/seeds_0-2/seed={s}" for s in range(3)]
+  single = sweep.command("configs/default.py", programs[-1], "/r")
+  assert "--workdir=/r/beta_vae+gmg_cos_decoder/seed_7" in single
+  assert not any(a.startswith("--config.num_seeds") for a in single)
+  # The program's config is the runs' config with num_seeds: its replicas are exactly the runs.
+  config = sweep.load_config("configs/default.py", programs[0].first)
+  config.num_seeds = 3
+  assert [r.seed for r in replicas.expand(config)] == [0, 1, 2]
+  assert [len(p.runs) for p in sweep.programs(runs, max_replicas=1)] == [1] * 12
+
+
 def test_finished_runs_are_skipped_and_unfinished_ones_launched(tmp_path, monkeypatch):
   root = str(tmp_path)
   runs = sweep.expand(["beta_vae"], [0, 1, 2], overrides=_TINY)
@@ -211,24 +238,24 @@ def test_finished_runs_are_skipped_and_unfinished_ones_launched(tmp_path, monkey
   def fake_call(cmd, **kwargs):
     workdir = next(a.split("=", 1)[1] for a in cmd if a.startswith("--workdir="))
     launched.append(workdir)
-    _write_run(
-      os.path.dirname(os.path.dirname(workdir)),
-      "beta_vae",
-      int(workdir.rsplit("_", 1)[1]),
-      {},
-      step=4,
-    )
+    for seed in (1, 2):  # The program's replicas write their evaluations.
+      os.makedirs(os.path.join(workdir, f"seed={seed}"))
+      with open(os.path.join(workdir, f"seed={seed}", "metrics.json"), "w") as f:
+        json.dump({"step": 4, "mig": {"discrete_mig": 0.2}}, f)
     return 0
 
   monkeypatch.setattr(sweep.subprocess, "call", fake_call)
   statuses = sweep.run_all("configs/default.py", runs, root)
   assert [s for _, s in statuses] == ["skipped", "done", "done"]
-  assert launched == [runs[1].workdir(root), runs[2].workdir(root)]
+  assert launched == [os.path.join(root, "beta_vae", "seeds_1-2")]
   assert [s for _, s in sweep.run_all("configs/default.py", runs, root)] == ["skipped"] * 3
+  # Aggregation reads a run of its own and the replicas of a program alike.
+  rows = aggregate.collect(root)
+  assert [(r["seed"], r["mig/discrete_mig"]) for r in rows] == [(0, 0.1), (1, 0.2), (2, 0.2)]
 
 
 @pytest.mark.slow
-def test_sweep_cli_runs_a_real_tiny_run_then_skips_it(tmp_path):
+def test_sweep_cli_runs_a_real_tiny_program_then_skips_it(tmp_path):
   args = [
     "--config=configs/default.py",
     "--study=tiny",
@@ -237,16 +264,18 @@ def test_sweep_cli_runs_a_real_tiny_run_then_skips_it(tmp_path):
     "--objectives=beta_vae",
     "--hfs=no",
     "--regularizers=none",
-    "--seeds=0",
+    "--seeds=0,1",
     *(f"--set={o}" for o in _TINY),
   ]
   sweep.main(["--run", *args])
-  workdir = tmp_path / "runs" / "tiny" / "beta_vae" / "seed_0"
-  assert json.load(open(workdir / "metrics.json"))["step"] == 4
-  assert (tmp_path / "results" / "tiny" / "results.csv").exists()
-  mtime = os.path.getmtime(workdir / "metrics.json")
+  program = tmp_path / "runs" / "tiny" / "beta_vae" / "seeds_0-1"
+  for seed in (0, 1):
+    assert json.load(open(program / f"seed={seed}" / "metrics.json"))["step"] == 4
+  with open(tmp_path / "results" / "tiny" / "results.csv") as f:
+    assert sorted(int(r["seed"]) for r in csv.DictReader(f)) == [0, 1]
+  mtime = os.path.getmtime(program / "seed=0" / "metrics.json")
   sweep.main(["--run", *args])
-  assert os.path.getmtime(workdir / "metrics.json") == mtime
+  assert os.path.getmtime(program / "seed=0" / "metrics.json") == mtime
 
 
 def test_epsilon_ablation_sees_no_gap_for_an_isometry_and_a_large_one_for_a_shuffle():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gmg_jax import checkpointing, data, objectives, regularizers, replicas, train
+from gmg_jax import checkpointing, data, evaluate, objectives, regularizers, replicas, train
 from gmg_jax.config import ConfigError
 
 # Measured: a replica's loss curve differs from its single run's by <= 2e-7 relative over 50
@@ -135,27 +135,28 @@ def test_each_replica_is_its_single_run(krun, tmp_path):
   )
 
 
-@pytest.mark.parametrize(
-  "field", [f for f in replicas.VARIABLE_FIELDS if f != "optim.learning_rate"]
-)  # The learning rate acts in the update: test_each_replica_is_its_single_run varies it.
-def test_every_variable_field_is_traced_and_changes_nothing_else(tiny, field):
-  """The loss with the field traced (as inside a K-run) equals the loss of the config holding
-  that value, for two values that give different losses."""
-  objective = {
-    "objective.gamma": "factor_vae",
-    "objective.c_max": "annealed_vae",
-    "objective.gamma_annealed": "annealed_vae",
-    "objective.lambda_od": "dip_vae",
-    "objective.lambda_d_factor": "dip_vae",
-    "objective.tcvae_alpha": "beta_tcvae",
-    "objective.tcvae_beta": "beta_tcvae",
-    "objective.tcvae_gamma": "beta_tcvae",
-  }.get(field, "beta_vae")
-  regularizer = {
-    "regularizer.weight": "dst_cos_decoder",
-    "regularizer.gmg.epsilon_0": "gmg_cos_decoder",
-  }
-  config = tiny(",".join([objective, regularizer.get(field, "")]).rstrip(","))
+# The variable fields grouped by the objective (and regularizer) whose loss reads them.
+_FIELDS_BY_VARIANT = {
+  "beta_vae,gmg_cos_decoder": ("objective.beta", "regularizer.weight", "regularizer.gmg.epsilon_0"),
+  "factor_vae": ("objective.gamma",),
+  "annealed_vae": ("objective.c_max", "objective.gamma_annealed"),
+  "dip_vae": ("objective.lambda_od", "objective.lambda_d_factor"),
+  "beta_tcvae": ("objective.tcvae_alpha", "objective.tcvae_beta", "objective.tcvae_gamma"),
+}
+
+
+def test_the_loss_groups_cover_every_variable_field():
+  # The learning rate acts in the update: test_each_replica_is_its_single_run varies it.
+  covered = {f for fields in _FIELDS_BY_VARIANT.values() for f in fields}
+  assert covered | {"optim.learning_rate"} == set(replicas.VARIABLE_FIELDS)
+
+
+@pytest.mark.parametrize("variant", _FIELDS_BY_VARIANT)
+def test_every_variable_field_is_traced_and_changes_nothing_else(tiny, variant):
+  """The loss with the fields traced (as inside a K-run) equals the loss of the config holding
+  those values, and each field on its own changes the traced loss."""
+  fields = _FIELDS_BY_VARIANT[variant]
+  config = tiny(variant)
   config.objective.tcvae_estimator = "decomposed"
   config.objective.dataset_size = 1000
   config.objective.iteration_threshold = 4
@@ -168,19 +169,24 @@ def test_every_variable_field_is_traced_and_changes_nothing_else(tiny, field):
     regularizer_fn = regularizers.make_regularizer(run_config.regularizer)
     critic = modules[2] if len(modules) == 4 else None
     loss_fn = objectives.make_loss(run_config, regularizer_fn)
-    return loss_fn(modules[0], images, jax.random.key(2), jnp.int32(3), critic)[0][0]
+    (value, aux), _ = loss_fn(modules[0], images, jax.random.key(2), jnp.int32(3), critic)
+    return {**aux, "loss": value}
 
-  traced = jax.jit(lambda v, m: loss(replicas.with_values(config, {field: v}), m))
-  losses = []
-  for value in (0.5, 2.0):
-    concrete = config.copy_and_resolve_references()
+  traced = jax.jit(lambda values, m: loss(replicas.with_values(config, values), m))
+  values = {field: 0.5 + 0.25 * i for i, field in enumerate(fields)}
+  concrete = config.copy_and_resolve_references()
+  for field, value in values.items():
     replicas._set(concrete, field, value)
-    expected = float(jax.jit(functools.partial(loss, concrete))(state.modules))
-    np.testing.assert_allclose(
-      float(traced(jnp.float32(value), state.modules)), expected, rtol=1e-6
-    )
-    losses.append(expected)
-  assert losses[0] != losses[1]
+  expected = jax.jit(functools.partial(loss, concrete))(state.modules)
+  as_arrays = {f: jnp.float32(v) for f, v in values.items()}
+  got = traced(as_arrays, state.modules)
+  for name in expected:
+    np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, err_msg=name)
+  for field in fields:  # Each field moves the loss or one of its terms.
+    changed = traced({**as_arrays, field: jnp.float32(3.0)}, state.modules)
+    assert any(
+      not np.isclose(changed[name], expected[name], rtol=1e-5, atol=0) for name in expected
+    ), field
 
 
 def _poison_weight_2(monkeypatch, from_step):
@@ -204,7 +210,7 @@ def test_a_non_finite_replica_is_stopped_the_others_finish_and_resume_is_exact(
   tiny, tmp_path, monkeypatch
 ):
   _poison_weight_2(monkeypatch, from_step=13)
-  config = tiny("dst_cos_decoder")
+  config = tiny()
   config.train.num_steps, config.train.checkpoint_every, config.train.log_every = 30, 10, 1
   config.vary = "regularizer.weight=1,2"
   names = [r.name for r in replicas.expand(config)]
@@ -256,7 +262,7 @@ def test_host_batches_give_each_replica_its_own_stream(tiny, tmp_path):
   path = tmp_path / "set.npz"
   np.savez(path, images=images, factors=factors)
   config = tiny()
-  config.data.name, config.data.path, config.data.on_device = "npz", str(path), False
+  config.data.name, config.data.path, config.data.on_device = "npz", str(path), "host"
   config.train.num_steps, config.train.log_every = 10, 1
   config.num_seeds, config.seed = 2, 3
   train.train_and_evaluate(config, str(tmp_path / "k"))
@@ -266,3 +272,14 @@ def test_host_batches_give_each_replica_its_own_stream(tiny, tmp_path):
     _curve(tmp_path / "k" / "seed=4"), _curve(tmp_path / "single"), rtol=CURVE_RTOL
   )
   assert not np.allclose(_curve(tmp_path / "k" / "seed=3"), _curve(tmp_path / "single"))
+
+
+@pytest.mark.slow
+def test_a_replica_is_scored_from_its_programs_checkpoint(krun):
+  config, workdir, state = krun
+  replica = replicas.expand(config)[5]
+  own_config, _, restored, _ = evaluate.load_run(os.path.join(workdir, replica.name))
+  assert own_config.seed == replica.seed and own_config.num_seeds == 1
+  assert int(restored.step) == 50
+  for a, b in zip(_params(restored), _params(replicas.take(state, 5)), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -16,6 +16,7 @@ from conftest import ROOT, tiny_config, tiny_main_command
 from flax import nnx
 
 from gmg_jax import checkpointing, cli, data, objectives, regularizers, train
+from gmg_jax import train_step as train_step_lib
 
 
 def _params(state):
@@ -48,14 +49,14 @@ def _latest_params(workdir):
 
 def test_step_compiles_once_and_training_lowers_the_loss(tiny, tmp_path, monkeypatch):
   traces = 0
-  original = train.train_step
+  original = train_step_lib.train_step
 
   def counting(*args, **kwargs):
     nonlocal traces
     traces += 1
     return original(*args, **kwargs)
 
-  monkeypatch.setattr(train, "train_step", counting)
+  monkeypatch.setattr(train_step_lib, "train_step", counting)
   config = tiny()
   config.train.num_steps = 300
   config.train.log_every = 20

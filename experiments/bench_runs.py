@@ -1,0 +1,116 @@
+"""Runs/hour of one K-run program (`--config.num_seeds=K`) against K separate runs, side by side.
+
+  python experiments/bench_runs.py                                  # 32x32 MLP, batch 64
+  python experiments/bench_runs.py --setting=conv64 --ks=1,2,4 --steps=5
+
+For each regularizer and K, the K-run step (`train_step.make_train_step(..., replicas=...)`,
+the step the trainer runs for `num_seeds=K`) and the single-run step are compiled and timed in
+this process, round-robin (one step of each program in turn, repeated), so that load from other
+processes hits all of them alike. Reported:
+
+* step ratio: K x (single step time) / (K-run step time), the steady-state throughput gain;
+* runs/hour for a run of `--run_steps` steps, counting what each side pays once per process:
+  K separate runs pay K x (process start + compilation + steps), one program pays one start,
+  its own compilation and its steps. The process start (python, jax and gmg_jax imports) is
+  measured here in a subprocess; evaluation is left out (it is the same per run on both sides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from gmg_jax import data, replicas, train_step
+from gmg_jax.config import get_config
+
+SETTINGS = {
+  # The study setting (experiments/sweep.py SETTINGS["cpu32"]).
+  "mlp32": {
+    "data.image_size": 32,
+    "model.arch": "mlp",
+    "model.mlp_hidden": (256, 256),
+    "train.batch_size": 64,
+  },
+  # The paper's architecture at 64x64.
+  "conv64": {"data.image_size": 64, "model.arch": "conv", "train.batch_size": 64},
+}
+REGULARIZERS = {"none": "", "dst": "dst_cos_decoder", "gmg": "gmg_cos_decoder"}
+
+
+def _config(setting: str, regularizer: str, k: int):
+  config = get_config(REGULARIZERS[regularizer])
+  for key, value in SETTINGS[setting].items():
+    section, field = key.split(".")
+    config[section][field] = value
+  config.num_seeds = k
+  return config
+
+
+def _program(config, dataset):
+  """(compiled step, its arguments, compile seconds) of the config's program."""
+  runs = replicas.expand(config) if replicas.is_multi(config) else None
+  graphdef, state = train_step.create_train_state(config, dataset.image_shape, runs)
+  step = train_step.make_train_step(graphdef, config, replicas=runs)
+  extra = () if runs is None else (jax.numpy.ones(len(runs), bool),)
+  start = time.perf_counter()
+  compiled = step.lower(state, dataset, *extra).compile()
+  return compiled, [state, dataset, *extra], time.perf_counter() - start
+
+
+def _process_start() -> float:
+  start = time.perf_counter()
+  subprocess.run([sys.executable, "-c", "import jax, gmg_jax.train; jax.devices()"], check=True)
+  return time.perf_counter() - start
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--setting", default="mlp32", choices=sorted(SETTINGS))
+  parser.add_argument("--regularizers", default="none,dst,gmg")
+  parser.add_argument("--ks", default="1,2,4,8")
+  parser.add_argument("--steps", type=int, default=10, help="timed steps per program")
+  parser.add_argument("--run_steps", type=int, default=2000, help="steps of one run, for runs/hour")
+  args = parser.parse_args()
+  ks = [int(k) for k in args.ks.split(",")]
+  if 1 not in ks:
+    ks = [1, *ks]
+  start_s = _process_start()
+  print(f"device: {jax.devices()[0].device_kind}; process start {start_s:.2f} s", flush=True)
+  print(
+    "| setting | regularizer | K | single step ms | K-run step ms | step ratio | compile s "
+    f"(single, K-run) | runs/hour separate | runs/hour program | ratio ({args.run_steps} steps) |"
+  )
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  for regularizer in args.regularizers.split(","):
+    dataset = data.get_dataset(_config(args.setting, regularizer, 1).data)
+    programs = {k: _program(_config(args.setting, regularizer, k), dataset) for k in ks}
+    for compiled, arguments, _ in programs.values():  # First steps: allocation, caches.
+      arguments[0], _ = compiled(*arguments)
+    times = {k: [] for k in ks}
+    for _ in range(args.steps):
+      for k, (compiled, arguments, _) in programs.items():
+        begin = time.perf_counter()
+        arguments[0], metrics = compiled(*arguments)
+        jax.block_until_ready(metrics)
+        times[k].append(time.perf_counter() - begin)
+    single = float(np.median(times[1]))
+    single_compile = programs[1][2]
+    separate_hour = 3600 / (start_s + single_compile + args.run_steps * single)
+    for k in ks:
+      step_k, compile_k = float(np.median(times[k])), programs[k][2]
+      program_hour = 3600 * k / (start_s + compile_k + args.run_steps * step_k)
+      print(
+        f"| {args.setting} | {regularizer} | {k} | {1e3 * single:.1f} | {1e3 * step_k:.1f} | "
+        f"{k * single / step_k:.2f}x | {single_compile:.1f}, {compile_k:.1f} | "
+        f"{separate_hour:.0f} | {program_hour:.0f} | {program_hour / separate_hour:.2f}x |",
+        flush=True,
+      )
+
+
+if __name__ == "__main__":
+  main()
