@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gmg_jax import data
+from gmg_jax.config import get_config
 from gmg_jax.data import base, files, procedural
 
 ALL_GRIDS = {
@@ -89,6 +90,13 @@ def test_get_dataset_registry_and_unknown_name():
     data.get_dataset(types.SimpleNamespace(name="mnist"))
   with pytest.raises(ValueError, match="data.source"):
     data.get_dataset(types.SimpleNamespace(name="cars3d", source="hub"))
+  # A partial config gets the base config's defaults (gmg_jax/config.py), not a second copy.
+  default_size = get_config().data.image_size
+  partial = data.get_dataset(types.SimpleNamespace(name="shapes3d_procedural"))
+  assert partial.image_shape == (default_size, default_size, 3)
+  full = get_config().data
+  full.image_size = 32
+  assert data.get_dataset(full).image_shape == (32, 32, 3)
 
 
 def _array_dataset(n_side=8):

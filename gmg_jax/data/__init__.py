@@ -20,9 +20,11 @@ host dataset (numpy images from a memory map; draw batches outside the jitted st
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import Any
 
+from gmg_jax import config as config_lib
 from gmg_jax.data import custom, files, procedural
 from gmg_jax.data.base import (
   ArrayDataset,
@@ -60,30 +62,30 @@ _SOURCES: dict[str, Callable[..., GroundTruthDataset]] = {
 
 
 def _real(name: str, data_config: Any) -> GroundTruthDataset:
-  source = getattr(data_config, "source", "files") or "files"
+  source = data_config.source or "files"
   if source not in _SOURCES:
     raise ValueError(f"data.source must be one of {sorted(_SOURCES)}, got {source!r}.")
   kwargs = dict(
-    data_dir=getattr(data_config, "data_dir", "") or "",
-    image_size=int(getattr(data_config, "image_size", 64)),
-    on_device=getattr(data_config, "on_device", "auto"),
-    device_budget_gb=getattr(data_config, "device_budget_gb", None),
+    data_dir=data_config.data_dir or "",
+    image_size=int(data_config.image_size),
+    on_device=data_config.on_device,
+    device_budget_gb=data_config.device_budget_gb,
   )
   if source == "tfds":
-    kwargs["manual_dir"] = getattr(data_config, "manual_dir", None) or None
+    kwargs["manual_dir"] = data_config.manual_dir or None
   return _SOURCES[source](name, **kwargs)
 
 
 def _procedural(make: Callable[[int], ProceduralDataset], data_config: Any) -> ProceduralDataset:
-  return make(int(getattr(data_config, "image_size", 64)))
+  return make(int(data_config.image_size))
 
 
 def _table(fmt: str, data_config: Any) -> GroundTruthDataset:
   return custom.load_table(
-    getattr(data_config, "path", "") or "",
+    data_config.path or "",
     fmt,
-    on_device=getattr(data_config, "on_device", "auto"),
-    device_budget_gb=getattr(data_config, "device_budget_gb", None),
+    on_device=data_config.on_device,
+    device_budget_gb=data_config.device_budget_gb,
   )
 
 
@@ -112,4 +114,13 @@ def get_dataset(data_config: Any) -> GroundTruthDataset:
   name = data_config.name
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}.")
-  return DATASETS[name](data_config)
+  return DATASETS[name](_complete(data_config))
+
+
+def _complete(data_config: Any) -> types.SimpleNamespace:
+  """`data_config`'s fields over the base config's `data` group (the one place defaults live),
+  so a partial config object (a library caller's, a test's) gets the same defaults as a run."""
+  fields = config_lib.get_config().data.to_dict()
+  given = data_config.to_dict() if hasattr(data_config, "to_dict") else vars(data_config)
+  fields.update(given)
+  return types.SimpleNamespace(**fields)
