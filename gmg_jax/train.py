@@ -320,7 +320,8 @@ def _train_loop(
       else:
         live.append(run)
     if not live:
-      raise ReplicasDiverged({run.replica.name: run.failure for run in runs}, manager.directory)
+      program_dir = os.path.dirname(runs[0].workdir)
+      raise ReplicasDiverged({run.replica.name: run.failure for run in runs}, program_dir)
     bar.set_postfix(loss=f"{float(np.median(live[0].view(metrics)['loss'])):.2f}", refresh=False)
     if done % config.train.log_every == 0 or done == num_steps:
       rate = (done - last_log[0]) / max(time.time() - last_log[1], 1e-9)
