@@ -1,12 +1,19 @@
 """Train-step time of beta-VAE with each regularizer, measured side by side in one run.
 
   python experiments/bench_step.py                      # 64x64x3 conv VAE, batch 64
-  python experiments/bench_step.py --image_size=32 --steps=5 --variants=none,gmg_cos_decoder
+  python experiments/bench_step.py --arch=mlp --image_size=32 --learning_rate=1e-3 \
+      --warmup=300 --steps=30 --variants=none,dst_cos_decoder,gmg_cos_decoder \
+      --solvers=fused,ott                                 # the cpu32 setting, after 300 steps
 
 Each variant is the full jitted train step (data drawn on the device, loss, gradients, Adam
-update, non-finite guard) on the procedural Shapes3D-like set. Variants are timed round-robin
-(one step of each in turn, repeated) so that load from other processes hits all of them alike;
-the table reports the median step time and its ratio to the plain beta-VAE step.
+update, non-finite guard) on the procedural Shapes3D-like set, with the config's defaults
+(GMG: epsilon_0 0.1, product start) unless `--epsilon_0` is given. Every GMG variant runs once
+per GW solver in `--solvers` (`gmg_cos_decoder[ott]`, ...). Each variant first trains
+`--warmup` untimed steps (the GW solve needs more iterations once the networks have trained than
+at initialization). Variants are timed round-robin (one
+step of each in turn, repeated) so that load from other processes hits all of them alike; the
+table reports the median step time and its ratio to the plain beta-VAE step (the first variant),
+("setup s": compile and warm-up), and for GMG the outer GW iterations and the fraction of converged solves over the timed steps.
 """
 
 import argparse
@@ -15,8 +22,8 @@ import time
 import jax
 import numpy as np
 
-from gmg_jax import data, train  # noqa: E402
-from gmg_jax.config import get_config  # noqa: E402
+from gmg_jax import data, train
+from gmg_jax.config import get_config
 
 VARIANTS = (
   "none",
@@ -31,11 +38,17 @@ VARIANTS = (
 )
 
 
-def _setup(variant: str, args: argparse.Namespace):
+def _setup(variant: str, solver: str | None, args: argparse.Namespace):
   config = get_config("" if variant == "none" else variant)
   config.data.image_size = args.image_size
   config.train.batch_size = args.batch_size
-  config.regularizer.gmg.epsilon_0 = args.epsilon_0
+  config.model.arch = args.arch
+  if args.learning_rate is not None:
+    config.optim.learning_rate = args.learning_rate
+  if args.epsilon_0 is not None:
+    config.regularizer.gmg.epsilon_0 = args.epsilon_0
+  if solver is not None:
+    config.regularizer.gmg.solver = solver
   dataset = data.get_dataset(config.data)
   graphdef, state = train.create_train_state(config, dataset.image_shape)
   step = train.make_train_step(graphdef, config)
@@ -44,46 +57,57 @@ def _setup(variant: str, args: argparse.Namespace):
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--arch", default="conv", choices=["conv", "mlp"])
   parser.add_argument("--image_size", type=int, default=64)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--steps", type=int, default=8, help="timed steps per variant")
-  parser.add_argument("--epsilon_0", type=float, default=0.01)
-  parser.add_argument("--variants", default=",".join(VARIANTS))
-  args = parser.parse_args()
-  variants = args.variants.split(",")
-
-  runs = {}
-  for v in variants:
-    step, state, dataset = _setup(v, args)
-    t0 = time.perf_counter()
-    state, metrics = step(state, dataset)  # compile + first step
-    jax.block_until_ready(metrics)
-    runs[v] = [step, state, dataset, [], time.perf_counter() - t0, metrics]
-  for _ in range(args.steps):
-    for v in variants:
-      step, state, dataset, times, _, _ = runs[v]
-      t0 = time.perf_counter()
-      state, metrics = step(state, dataset)
-      jax.block_until_ready(state)
-      times.append(time.perf_counter() - t0)
-      runs[v][1], runs[v][5] = state, metrics
-
-  base = np.median(runs[variants[0]][3])
-  print(
-    f"device: {jax.devices()[0].device_kind}, image {args.image_size}x{args.image_size}x3, "
-    f"batch {args.batch_size}, epsilon_0 {args.epsilon_0}, {args.steps} timed steps each"
+  parser.add_argument(
+    "--warmup", type=int, default=0, help="untimed training steps per variant before timing"
   )
-  print(f"{'variant':<20} {'median s':>9} {'ratio':>6} {'compile s':>9}  GW iters / converged")
-  for v in variants:
-    _, _, _, times, compile_s, metrics = runs[v]
-    med = np.median(times)
+  parser.add_argument("--learning_rate", type=float, default=None, help="default: the config's")
+  parser.add_argument("--epsilon_0", type=float, default=None, help="default: the config's")
+  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--solvers", default="fused", help="GW solvers timed per GMG variant")
+  args = parser.parse_args()
+  runs = {}
+  for variant in args.variants.split(","):
+    solvers = args.solvers.split(",") if variant.startswith("gmg") else [None]
+    for solver in solvers:
+      name = variant if solver is None else f"{variant}[{solver}]"
+      step, state, dataset = _setup(variant, solver, args)
+      t0 = time.perf_counter()
+      state, metrics = step(state, dataset)  # compile + first step
+      for _ in range(args.warmup):
+        state, metrics = step(state, dataset)
+      jax.block_until_ready(metrics)
+      runs[name] = dict(step=step, state=state, dataset=dataset, times=[], metrics=[])
+      runs[name]["compile"] = time.perf_counter() - t0
+  for _ in range(args.steps):
+    for run in runs.values():
+      t0 = time.perf_counter()
+      run["state"], metrics = run["step"](run["state"], run["dataset"])
+      jax.block_until_ready(run["state"])
+      run["times"].append(time.perf_counter() - t0)
+      run["metrics"].append(metrics)
+
+  names = list(runs)
+  base = np.median(runs[names[0]]["times"])
+  print(
+    f"device: {jax.devices()[0].device_kind}, {args.arch} {args.image_size}x{args.image_size}x3, "
+    f"batch {args.batch_size}, epsilon_0 "
+    f"{'config default' if args.epsilon_0 is None else args.epsilon_0}, "
+    f"{args.steps} timed steps each, round-robin"
+  )
+  print(f"{'variant':<26} {'median ms':>9} {'ratio':>6} {'setup s':>9}  GW outer / converged")
+  for name in names:
+    run = runs[name]
+    med = np.median(run["times"])
     gw = ""
-    if "regularizer/gmg_iterations" in metrics:
-      gw = (
-        f"{float(metrics['regularizer/gmg_iterations']):.0f} / "
-        f"{bool(metrics['regularizer/gmg_converged'])}"
-      )
-    print(f"{v:<20} {med:9.3f} {med / base:6.2f} {compile_s:9.1f}  {gw}")
+    if "regularizer/gmg_iterations" in run["metrics"][0]:
+      outer = np.mean([float(m["regularizer/gmg_iterations"]) for m in run["metrics"]])
+      conv = np.mean([float(m["regularizer/gmg_converged"]) for m in run["metrics"]])
+      gw = f"{outer:.1f} / {conv:.2f}"
+    print(f"{name:<26} {1e3 * med:9.1f} {med / base:6.2f} {run['compile']:9.1f}  {gw}")
 
 
 if __name__ == "__main__":
