@@ -185,9 +185,47 @@ def _sharded_evaluation() -> dict:
   }
 
 
+def _replica_steps() -> dict:
+  """A K-run (2 seeds x 2 weights) data parallel on 4 devices, with either GMG scope, against
+  the single runs of two of its replicas on the same mesh: each replica's batch is split over
+  the devices as in its single run."""
+  import jax
+  import jax.numpy as jnp
+
+  from gmg_jax import data, replicas, sharding, train
+
+  mesh = sharding.make_mesh()
+  out = {}
+  for scope in ("global", "local"):
+    config = tiny_config("gmg_cos_decoder")
+    config.train.batch_size = 32
+    config.regularizer.scope = scope
+    config.num_seeds, config.vary = 2, "regularizer.weight=1,3"
+    runs = replicas.expand(config)
+    dataset = sharding.replicate(data.get_dataset(config.data), mesh)
+    graphdef, state = train.create_train_state(config, (16, 16, 3), runs)
+    state = sharding.replicate(state, mesh)
+    step = train.make_train_step(graphdef, config, mesh, replicas=runs)
+    active = sharding.replicate(jnp.ones(len(runs), bool), mesh)
+    for _ in range(3):
+      state, metrics = step(state, dataset, active)
+    diffs = []
+    for index in (0, 3):
+      single = runs[index].config
+      _, own = train.create_train_state(single, (16, 16, 3))
+      own = sharding.replicate(own, mesh)
+      own_step = train.make_train_step(graphdef, single, mesh)
+      for _ in range(3):
+        own, _ = own_step(own, dataset)
+      diffs.append(_max_abs_diff(own.modules, jax.tree.map(lambda a, i=index: a[i], state.modules)))
+    out[scope] = {"param_diff": max(diffs), "finite": bool(np.all(np.asarray(metrics["finite"])))}
+  return out
+
+
 _CHECKS = {
   f.__name__.lstrip("_"): f
   for f in (
+    _replica_steps,
     _global_scope_step,
     _host_batches,
     _local_scope_regularizer,
@@ -246,6 +284,12 @@ def test_global_scope_step_equals_the_single_device_step(four_devices):
 
 def test_state_stays_replicated_on_every_device(four_devices):
   assert _result(four_devices, "global_scope_step")["replicated"]
+
+
+def test_replicas_compose_with_data_parallelism(four_devices):
+  result = _result(four_devices, "replica_steps")
+  for scope in ("global", "local"):
+    assert result[scope]["finite"] and result[scope]["param_diff"] < 1e-5, result
 
 
 def test_host_batches_feed_local_rows_and_match_one_device(four_devices):
