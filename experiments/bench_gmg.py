@@ -5,6 +5,8 @@ r"""GMG value + gradient against POT's entropic GW, and the epsilon_0 ablation, 
         --grid_data structured --repeats 3 --pot_repeats 1 --grid_pot_repeats 0   # ~20 s
 
 Table 1 (speed): jitted value + gradient (w.r.t. y) of `gmg.gromov_monge_gap` at n in `--sizes`,
+per GW solver in `--solvers` (the fused default and ott-jax's, side by side), from the start
+`--pot_init` (default: the product coupling, POT's only start; "both" doubles our work),
 for (d_x, d_y) = (12288, 10) ("enc": x = image, y = code) and (10, 12288) ("dec": x = code,
 y = image), against `ot.gromov.entropic_gromov_wasserstein2` in float64 on the same cost
 matrices (ours, computed in float32, cast to float64). Conventions (DESIGN.md §10): ott/ours at
@@ -216,19 +218,19 @@ def table_pot(args: argparse.Namespace, dataset: Any) -> None:
   """Table 1: ours vs POT float64, value + gradient, both directions, each size."""
   print(
     f"\n== Table 1: GMG value+grad (ours, jit, f32) vs POT entropic_gromov_wasserstein2 (f64)"
-    f"\n   data={args.pot_data}, epsilon_0={args.pot_epsilon_0} (mean rule), "
+    f"\n   data={args.pot_data}, epsilon_0={args.pot_epsilon_0} (mean rule), init={args.pot_init}, "
     f"tol outer={args.threshold} inner={args.sinkhorn_threshold}, caps "
     f"{args.max_iterations} outer / {args.sinkhorn_max_iterations} inner"
   )
   head = (
-    f"{'cost':>18s} {'n':>4s} {'dir':>3s} {'eps(ours)':>9s} {'compile':>7s} "
+    f"{'cost':>18s} {'solver':>6s} {'n':>4s} {'dir':>3s} {'eps(ours)':>9s} {'compile':>7s} "
     f"{'ours_ms':>8s} {'it':>3s} {'conv':>5s} {'H/logn':>6s} {'2*E_ours':>10s} "
     f"{'POT_ms':>8s} {'it':>3s} {'conv':>5s} {'POT_value':>10s} {'rel_diff':>8s} "
     f"{'POT/ours':>8s} {'C_ms':>6s} {'POT/C':>6s} {'DST_ms':>7s} {'GMG/DST':>7s}"
   )
   print(head)
-  solver_kwargs = _solver_kwargs(args)
-  for cost in args.pot_costs:
+  for cost, solver in ((c, s) for c in args.pot_costs for s in args.solvers):
+    solver_kwargs = dict(_solver_kwargs(args), solver=solver, init=args.pot_init)
     gmg_fn = gmg_value_and_grad(cost, solver_kwargs)
     dst_fn = dst_value_and_grad(cost)
     from_costs_fn = gmg_from_costs_value_and_grad(solver_kwargs)
@@ -265,7 +267,7 @@ def table_pot(args: argparse.Namespace, dataset: Any) -> None:
             f"{1e3 * costs_s:6.1f} {pot_s / costs_s:6.1f}"
           )
         print(
-          f"{cost:>18s} {n:4d} {direction:>3s} {epsilon:9.3g} {first:7.1f} "
+          f"{cost:>18s} {solver:>6s} {n:4d} {direction:>3s} {epsilon:9.3g} {first:7.1f} "
           f"{1e3 * ours_s:8.1f} {int(info.iterations):3d} "
           f"{str(bool(info.converged)):>5s} {float(info.plan_entropy_ratio):6.3f} "
           f"{2.0 * float(info.gw_energy):10.4g} {pot_line} {1e3 * dst_s:7.2f} "
@@ -327,6 +329,12 @@ def main() -> None:
   )
   parser.add_argument("--pot_epsilon_0", type=float, default=0.01)
   parser.add_argument("--pot_data", default="structured", choices=["random", "structured"])
+  parser.add_argument(
+    "--pot_init",
+    default="product",
+    choices=gmg.INITS,
+    help="our start(s) in table 1 (POT: product)",
+  )
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--pot_repeats", type=int, default=5)
   parser.add_argument(
@@ -351,6 +359,9 @@ def main() -> None:
   parser.add_argument("--sinkhorn_max_iterations", type=int, default=1000)
   parser.add_argument("--sinkhorn_threshold", type=float, default=1e-3)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+    "--solvers", nargs="+", default=list(gmg.SOLVERS), choices=gmg.SOLVERS, help="table 1"
+  )
   args = parser.parse_args()
 
   dataset = get_dataset(

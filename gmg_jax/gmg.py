@@ -1,4 +1,9 @@
-"""The Gromov-Monge Gap (GMG) of a map on a mini-batch, with entropic GW from ott-jax.
+"""The Gromov-Monge Gap (GMG) of a map on a mini-batch, with ott-jax's entropic GW.
+
+The GW solve runs ott-jax's algorithm either in ott-jax itself (``solver="ott"``, the reference)
+or in `gmg_jax.gw` (``solver="fused"``, the default: the same iterations and stopping rules in
+one flat loop with kernel-domain Sinkhorn blocks, 2-7x faster on CPU, and vmapped K times it
+costs the slowest member's iterations, not a sum over outer iterations of slowest inner ones).
 
 Given a reference batch ``x_1..x_n`` (uniform weights) and its image ``y_i = T(x_i)``:
 
@@ -7,8 +12,8 @@ Given a reference batch ``x_1..x_n`` (uniform weights) and its image ``y_i = T(x
   One convention for the 1/2 everywhere: ott-jax's energy has no 1/2, ours has it.
 * The distortion of ``T`` is the energy of the map's own coupling ``I/n``:
   ``DST = E(I/n) = 1/2 mean_{ik} (C_X[i,k] - C_Y[i,k])^2``.
-* ott-jax's entropic GW (Peyre et al. 2016, linearized without a factor 2) returns a plan
-  ``P_eps`` that is stationary for ``E(P) + epsilon * KL(P | a b^T)`` in this convention.
+* ott-jax's entropic GW (Peyre et al. 2016, linearized without a factor 2; either solver) returns
+  a plan ``P_eps`` that is stationary for ``E(P) + epsilon * KL(P | a b^T)`` in this convention.
 * Two estimators of the gap ``GMG = DST - GW`` come from that plan; ``estimator`` picks the one
   `gromov_monge_gap` returns (and a trainer trains), and `GMGInfo` holds both:
 
@@ -37,7 +42,7 @@ entropic estimator the result is the exact gradient of its value, the quantity t
 differentiates. The certified estimator has the same gradient where the solver's plan won and 0
 where ``identity_won``; it differs from the derivative of the certified value by
 ``epsilon * d KL(P_eps) / dy``, which vanishes as epsilon -> 0. This avoids differentiating
-through ott's ``while_loop`` and is cheaper than ott's own backward pass.
+through the solver's ``while_loop`` and is cheaper than ott's own backward pass.
 """
 
 from __future__ import annotations
