@@ -79,8 +79,30 @@ def _flatten(z: jax.Array) -> jax.Array:
   return jnp.reshape(z, (z.shape[0], -1))
 
 
+@jax.custom_vjp
+def _gram(z: jax.Array) -> jax.Array:
+  """``z z^T`` whose backward pass is one product, ``(G + G^T) z``.
+
+  Autodiff transposes ``z @ z.T`` into two products (one per operand), each as costly as the
+  forward pass (``n^2 d``, with d = 12,288 for 64x64x3 images): a third of the cost matrices'
+  work, saved here.
+  """
+  return z @ z.T
+
+
+def _gram_fwd(z: jax.Array) -> tuple[jax.Array, jax.Array]:
+  return z @ z.T, z
+
+
+def _gram_bwd(z: jax.Array, cotangent: jax.Array) -> tuple[jax.Array]:
+  return ((cotangent + cotangent.T) @ z,)
+
+
+_gram.defvjp(_gram_fwd, _gram_bwd)
+
+
 def _sq_norms_and_gram(z: jax.Array) -> tuple[jax.Array, jax.Array]:
-  gram = z @ z.T
+  gram = _gram(z)
   return jnp.diagonal(gram), gram
 
 
@@ -126,7 +148,7 @@ def cosine_cost(z: jax.Array) -> jax.Array:
   # max(|z|^2, tiny) keeps the value and the gradient finite at a zero vector.
   unit = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=1, keepdims=True), _TINY))
   # Round-off can push 1 - cos of near-parallel vectors slightly below 0; costs stay >= 0.
-  cost = jnp.maximum(1.0 - unit @ unit.T, 0.0)
+  cost = jnp.maximum(1.0 - _gram(unit), 0.0)
   return cost * (1.0 - jnp.eye(z.shape[0], dtype=cost.dtype))
 
 
