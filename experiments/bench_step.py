@@ -10,10 +10,11 @@ update, non-finite guard) on the procedural Shapes3D-like set, with the config's
 (GMG: epsilon_0 0.1, product start) unless `--epsilon_0` is given. Every GMG variant runs once
 per GW solver in `--solvers` (`gmg_cos_decoder[ott]`, ...). Each variant first trains
 `--warmup` untimed steps (the GW solve needs more iterations once the networks have trained than
-at initialization). Variants are timed round-robin (one
-step of each in turn, repeated) so that load from other processes hits all of them alike; the
-table reports the median step time and its ratio to the plain beta-VAE step (the first variant),
-("setup s": compile and warm-up), and for GMG the outer GW iterations and the fraction of converged solves over the timed steps.
+at initialization). Variants are timed round-robin (one step of each in turn, repeated) so that
+load from other processes hits all of them alike; the table reports the median step time, its
+ratio to the plain beta-VAE step (the first variant), the setup time (compile and warm-up), and
+for GMG the mean outer GW and Sinkhorn iterations and the fraction of converged solves over the
+timed steps.
 """
 
 import argparse
@@ -98,15 +99,18 @@ def main() -> None:
     f"{'config default' if args.epsilon_0 is None else args.epsilon_0}, "
     f"{args.steps} timed steps each, round-robin"
   )
-  print(f"{'variant':<26} {'median ms':>9} {'ratio':>6} {'setup s':>9}  GW outer / converged")
+  print(
+    f"{'variant':<26} {'median ms':>9} {'ratio':>6} {'setup s':>9}  GW outer / Sinkhorn / converged"
+  )
   for name in names:
     run = runs[name]
     med = np.median(run["times"])
     gw = ""
     if "regularizer/gmg_iterations" in run["metrics"][0]:
       outer = np.mean([float(m["regularizer/gmg_iterations"]) for m in run["metrics"]])
+      inner = np.mean([float(m["regularizer/gmg_sinkhorn_iterations"]) for m in run["metrics"]])
       conv = np.mean([float(m["regularizer/gmg_converged"]) for m in run["metrics"]])
-      gw = f"{outer:.1f} / {conv:.2f}"
+      gw = f"{outer:.1f} / {inner:.0f} / {conv:.2f}"
     print(f"{name:<26} {1e3 * med:9.1f} {med / base:6.2f} {run['compile']:9.1f}  {gw}")
 
 
