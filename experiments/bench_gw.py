@@ -158,7 +158,7 @@ def table_vmap(args: argparse.Namespace) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--cost", default="cosine", choices=sorted(gmg.COSTS))
-  parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+  parser.add_argument("--sizes", type=int, nargs="*", default=[64, 256], help="none skips table 1")
   parser.add_argument("--image_sizes", type=int, nargs="+", default=[32, 64])
   parser.add_argument("--directions", nargs="+", default=["dec", "enc"], choices=["dec", "enc"])
   parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
