@@ -6,9 +6,8 @@ r"""GMG value + gradient against POT's entropic GW, and the epsilon_0 ablation, 
 
 Table 1 (speed): jitted value + gradient (w.r.t. y) of `gmg.gromov_monge_gap` at n in `--sizes`,
 per GW solver in `--solvers` (default: the fused one; `--solvers fused ott` adds ott-jax's, side
-by side), from the start
-`--pot_init` (default: the product coupling, POT's only start; "both" doubles our work),
-for (d_x, d_y) = (12288, 10) ("enc": x = image, y = code) and (10, 12288) ("dec": x = code,
+by side), from the start `--pot_init` (default: the product coupling, POT's only start; "both"
+doubles our work), for (d_x, d_y) = (12288, 10) ("enc": x = image, y = code) and (10, 12288) ("dec": x = code,
 y = image), against `ot.gromov.entropic_gromov_wasserstein2` in float64 on the same cost
 matrices (ours, computed in float32, cast to float64). Conventions (DESIGN.md §10): ott/ours at
 absolute epsilon e equals POT at 2e, and POT's value equals 2 * `info.gw_energy` (ours has the
