@@ -4,21 +4,21 @@ r"""GMG value + gradient against POT's entropic GW, and the epsilon_0 ablation, 
     python experiments/bench_gmg.py --sizes 64 --pot_costs cosine --grid_costs cosine \
         --grid_data structured --repeats 3 --pot_repeats 1 --grid_pot_repeats 0   # ~20 s
 
-Table 1 (speed): jitted value + gradient (w.r.t. y) of `gmg.gromov_monge_gap` at n in `--sizes`,
-per GW solver in `--solvers` (default: the fused one; `--solvers fused ott` adds ott-jax's, side
-by side), from the start `--pot_init` (default: the product coupling, POT's only start; "both"
-doubles our work), for (d_x, d_y) = (12288, 10) ("enc": x = image, y = code) and (10, 12288) ("dec": x = code,
-y = image), against `ot.gromov.entropic_gromov_wasserstein2` in float64 on the same cost
+Table 1 (speed): jitted value + gradient (w.r.t. y) of `gmg.gromov_monge_gap` at n in `--sizes`, per
+GW solver in `--solvers` (default: the fused one; `--solvers fused ott` adds ott-jax's, side by
+side), from the start `--pot_init` (default: the product coupling, POT's only start; "both" doubles
+our work), for (d_x, d_y) = (12288, 10) ("enc": x = image, y = code) and (10, 12288) ("dec": x =
+code, y = image), against `ot.gromov.entropic_gromov_wasserstein2` in float64 on the same cost
 matrices (ours, computed in float32, cast to float64). Conventions (DESIGN.md §10): ott/ours at
-absolute epsilon e equals POT at 2e, and POT's value equals 2 * `info.gw_energy` (ours has the
-1/2). Both get the same outer tolerance, inner Sinkhorn tolerance and iteration caps; the stopping
-rules differ (ott: relative change of the linearized cost; POT: Frobenius change of the plan,
-checked every 10th outer iteration; inner: ott L1 vs POT L2 marginal error). POT times only its
-solve (given the cost matrices); ours includes the cost matrices and the backward pass. The plain
-distortion (DST baseline) value + gradient is timed next to it (GMG/DST = the GMG overhead);
-`C_ms` times our value + gradient from the cost matrices (POT's inputs; POT/C = equal work).
-All times are medians over repeats after one warm-up call (whose time, compile included, is the
-`compile` column, in seconds). The machine is shared: read ratios, not absolute times.
+absolute epsilon e equals POT at 2e, and POT's value equals 2 * `info.gw_energy` (ours has the 1/2).
+Both get the same outer tolerance, inner Sinkhorn tolerance and iteration caps; the stopping rules
+differ (ott: relative change of the linearized cost; POT: Frobenius change of the plan, checked
+every 10th outer iteration; inner: ott L1 vs POT L2 marginal error). POT times only its solve (given
+the cost matrices); ours includes the cost matrices and the backward pass. The plain distortion (DST
+baseline) value + gradient is timed next to it (GMG/DST = the GMG overhead); `C_ms` times our value
++ gradient from the cost matrices (POT's inputs; POT/C = equal work). All times are medians over
+repeats after one warm-up call (whose time, compile included, is the `compile` column, in seconds).
+The machine is shared: read ratios, not absolute times.
 
 Table 2 (epsilon_0 ablation, n = `--grid_n`, x = image, y = code): for each cost and epsilon_0,
 time per value + gradient (of the default, entropic, value), outer iterations, `converged`, plan

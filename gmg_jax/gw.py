@@ -198,7 +198,7 @@ def solve(
     stop = finished & ((outer >= max_iterations) | stop_rule)
     relinearize = finished & ~stop
 
-    def next_solve(operands):
+    def next_solve(operands: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
       plan, f, g = operands
       cost = linearized_cost(cost_xx, cost_yy, plan)
       if not warm_start:
