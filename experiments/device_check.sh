@@ -80,19 +80,22 @@ if [[ "$tiny" == 1 ]]; then
     tests/test_gmg.py::test_unknown_cost_names_the_choices
     "tests/test_gmg.py::test_entropic_gw_matches_pot[8-0.2]"
     tests/test_regularizers.py::test_none_and_unknown_names)
-  t_info=120 t_install=300 t_tests=600 t_rerun=300 t_step=600 t_gmg=600
+  runs_args=(--setting mlp32 --ks 1,2 --steps 2 --regularizers none)
+  t_info=120 t_install=300 t_tests=600 t_rerun=300 t_step=600 t_gmg=600 t_runs=300
 else
   mode="full"
   step_args=(--image_size 64 --steps 10 --variants "$variants")
   batches=(64 256)
   gmg_args=(--sizes 64 128 256 --repeats 10 --pot_repeats 2 --repeats_large 5
     --pot_repeats_large 1)
-  tests=(tests/test_gmg.py tests/test_regularizers.py)
+  tests=(tests/test_gmg.py tests/test_gw.py tests/test_regularizers.py)
   # Typically about 6 minutes; worst case about 570 s (install: 30 s per pip call), so the
   # device tool's timeout_s should be 600. bench_step prints its table only at its end, so its
   # limit is the widest: 5 compiles (20-40 s each on 2 busy CPU cores, 32x32) and imports;
   # bench_gmg prints each row as it is measured.
-  t_info=20 t_install=30 t_tests=120 t_rerun=40 t_step=130 t_gmg=90
+  # One K-run program against separate runs (issue "many runs, one program"), 64x64 conv.
+  runs_args=(--setting conv64 --ks 1,4,16 --steps 3 --regularizers none,gmg)
+  t_info=20 t_install=30 t_tests=120 t_rerun=40 t_step=130 t_gmg=90 t_runs=90
 fi
 
 summary="$out_dir/summary.md"
@@ -287,10 +290,14 @@ write_summary
 
 # On the device, pytest-xdist (in its image) runs the tests in 4 processes, which compile in
 # parallel on its 16 cores; each allocates GPU memory as it goes instead of taking 75% of it.
-xdist=()
-if [[ "$tiny" != 1 ]] && "$py" -c "import xdist" 2>/dev/null; then
-  xdist=(-n 4)
-  export XLA_PYTHON_CLIENT_PREALLOCATE=false
+# pyproject's addopts ask for two workers (-n 2): without pytest-xdist they are replaced.
+xdist=(-o "addopts=-ra")
+if "$py" -c "import xdist" 2>/dev/null; then
+  xdist=(-n 0)
+  if [[ "$tiny" != 1 ]]; then
+    xdist=(-n 4)
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false
+  fi
 fi
 run_step tests "$t_tests" 40 "$py" -m pytest -q "${xdist[@]}" "${tests[@]}"
 if [[ $? == 1 ]]; then
@@ -307,5 +314,6 @@ for batch in "${batches[@]}"; do
 done
 
 run_step bench_gmg "$t_gmg" 0 "$py" experiments/bench_gmg.py "${gmg_args[@]}"
+run_step bench_runs "$t_runs" 0 "$py" experiments/bench_runs.py "${runs_args[@]}"
 
 echo "summary: $summary (took $((SECONDS - t_start)) s)"

@@ -44,6 +44,7 @@ def _choices() -> dict[str, Collection[Any]]:
     "regularizer.gmg.estimator": regularizers.ESTIMATORS,
     "regularizer.gmg.epsilon_stat": gmg.EPSILON_STATS,
     "regularizer.gmg.init": gmg.INITS,
+    "regularizer.gmg.solver": gmg.SOLVERS,
     "eval.mode": metrics_lib.MODES,
   }
 
@@ -93,6 +94,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
   "regularizer.gmg.sinkhorn_max_iterations": (_at_least(1), "an integer >= 1"),
   "regularizer.gmg.threshold": (_positive, "a finite number > 0"),
   "regularizer.gmg.sinkhorn_threshold": (_positive, "a finite number > 0"),
+  "regularizer.gmg.inner_iterations": (_at_least(1), "an integer >= 1"),
   "regularizer.jacobian.num_projections": (_at_least(1), "an integer >= 1"),
   "optim.learning_rate": (_positive, "a finite number > 0 (e.g. 1e-4)"),
   "optim.b1": (_unit_interval, "in [0, 1)"),
