@@ -175,15 +175,15 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   return found
 
 
-def _replica_problems(config: ml_collections.ConfigDict) -> list[str]:
+def _replica_problems(config: ml_collections.ConfigDict, shared: list[str]) -> list[str]:
   """Problems of `num_seeds`/`vary`, then of each replica's own config (its varied values)."""
   try:
     runs = replicas.expand(config)
   except ValueError as e:
     return [str(e)]
-  shared = set(problems(config))  # Reported once, not per replica.
   found = []
   for replica in runs if len(runs) > 1 else ():
+    # The program's own problems (`shared`) are reported once, not per replica.
     found += [f"replica {replica.name}: {p}" for p in problems(replica.config) if p not in shared]
   return found
 
@@ -192,7 +192,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises a `ConfigError` listing every problem of `config` (see `problems`), and of each of
   its replicas (`gmg_jax.replicas`)."""
   found = problems(config)
-  found += _replica_problems(config)
+  found += _replica_problems(config, found)
   if found:
     lines = "\n".join(f"  - {p}" for p in found)
     raise ConfigError(
