@@ -122,23 +122,41 @@ def _train_diagnostics(path: str) -> dict[str, float]:
   return out
 
 
-def _seed_dirs(config_dir: str) -> list[tuple[str, int]]:
-  """(relative directory, seed) of a configuration's runs: `seed_<S>` (one run per program) and
-  `seeds_<lo>-<hi>/seed=<S>` (a replica of a K-run program, `experiments/sweep.py`)."""
+def config_name(*parts: str) -> str:
+  """The config name of joined name parts: the variant's tokens in order, then the "FIELD=VALUE"
+  tokens of its study's axes sorted (so a program's directory plus its replica's values name
+  the same configuration as the run on its own)."""
+  tokens = [t for part in parts for t in re.split(r"[+,]", part) if t]
+  return "+".join([t for t in tokens if "=" not in t] + sorted(t for t in tokens if "=" in t))
+
+
+def run_dirs(root: str, name: str | None = None) -> list[tuple[str, int, str]]:
+  """(config name, seed, directory) of every run under a study directory `root`, in each layout
+  `experiments/sweep.py` writes: `<config>/seed_<S>` (a program of one run) and
+  `<dir>/seeds_<lo>-<hi>/<replica>` (a K-run program's replica, named "seed=<S>" or
+  "weight=100,seed=<S>": its varied values join the directory's name). `name` keeps one config.
+  """
   found = []
-  for entry in sorted(os.listdir(config_dir)):
-    if match := re.fullmatch(r"seed_(\d+)", entry):
-      found.append((entry, int(match.group(1))))
-    elif re.fullmatch(r"seeds_\d+-\d+", entry) and os.path.isdir(os.path.join(config_dir, entry)):
-      for replica in sorted(os.listdir(os.path.join(config_dir, entry))):
-        if match := re.fullmatch(r"seed=(\d+)", replica):
-          found.append((os.path.join(entry, replica), int(match.group(1))))
-  return found
+  if not os.path.isdir(root):
+    return found
+  for entry in sorted(os.listdir(root)):
+    config_dir = os.path.join(root, entry)
+    if not os.path.isdir(config_dir):
+      continue
+    for sub in sorted(os.listdir(config_dir)):
+      if match := re.fullmatch(r"seed_(\d+)", sub):
+        found.append((config_name(entry), int(match.group(1)), os.path.join(config_dir, sub)))
+      elif re.fullmatch(r"seeds_\d+-\d+", sub) and os.path.isdir(os.path.join(config_dir, sub)):
+        for replica in sorted(os.listdir(os.path.join(config_dir, sub))):
+          if match := re.fullmatch(r"((?:[^,=]+=[^,=]+,)*)seed=(\d+)", replica):
+            values = match.group(1).rstrip(",").replace(",", "+")
+            path = os.path.join(config_dir, sub, replica)
+            found.append((config_name(entry, values), int(match.group(2)), path))
+  return [run for run in found if name is None or run[0] == name]
 
 
 def collect(root: str) -> list[dict[str, Any]]:
-  """One row per run directory (`<root>/<config>/seed_<S>` or a K-run's replica
-  `<root>/<config>/seeds_<lo>-<hi>/seed=<S>`) that has a metrics.json.
+  """One row per run directory (`run_dirs`) that has a metrics.json.
 
   Args:
     root: study directory.
@@ -148,26 +166,16 @@ def collect(root: str) -> list[dict[str, Any]]:
     diagnostics; sorted by config then seed.
   """
   rows = []
-  if not os.path.isdir(root):
-    return rows
-  for name in sorted(os.listdir(root)):
-    config_dir = os.path.join(root, name)
-    if not os.path.isdir(config_dir):
+  for name, seed, run_dir in run_dirs(root):
+    path = os.path.join(run_dir, "metrics.json")
+    if not os.path.exists(path):
       continue
-    for seed_dir, seed in _seed_dirs(config_dir):
-      path = os.path.join(config_dir, seed_dir, "metrics.json")
-      if not os.path.exists(path):
-        continue
-      with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-      row: dict[str, Any] = {
-        **parse_name(name),
-        "seed": seed,
-        "step": int(record.get("step", -1)),
-      }
-      row.update(flatten({k: v for k, v in record.items() if k not in ("step", "sources")}))
-      row.update(_train_diagnostics(os.path.join(config_dir, seed_dir, "metrics.jsonl")))
-      rows.append(row)
+    with open(path, encoding="utf-8") as f:
+      record = json.load(f)
+    row: dict[str, Any] = {**parse_name(name), "seed": seed, "step": int(record.get("step", -1))}
+    row.update(flatten({k: v for k, v in record.items() if k not in ("step", "sources")}))
+    row.update(_train_diagnostics(os.path.join(run_dir, "metrics.jsonl")))
+    rows.append(row)
   # A seed evaluated in two places (a run of its own stopped midway, then finished as a program's
   # replica) counts once, at its latest step.
   latest: dict[tuple[str, int], dict[str, Any]] = {}

@@ -1,25 +1,30 @@
-r"""The GMG paper's grid of runs for one dataset config: expand, run (resumable), print, aggregate.
+r"""Runs a study (resumable), prints its launch commands, or aggregates its results.
 
+A study is either a named function of `experiments/studies.py` that yields one dict per run
+(`--study=decoder_cpu32`), or the GMG paper's grid for one dataset config, selected by flags.
 The grid (Uscidda et al. 2025): {beta_vae, beta_tcvae} x {without, with hfs} x ({none} +
 {dst, gmg} x {l2, scl2, cos} x {encoder, decoder}) x seeds. "none" has no cost and no placement,
-so one grid point per (objective, hfs): 2 * 2 * (1 + 12) = 52 configs per seed. Each run is a
-config-string variant of the dataset config plus `--config.seed=S` and the extra overrides:
+so one grid point per (objective, hfs): 2 * 2 * (1 + 12) = 52 configs per seed.
 
-  # the full grid, one launch command per run (for a cluster scheduler)
+  # a named study: run it here (finished runs are skipped, unfinished ones resume), then its
+  # tables, plots and paired comparisons -> experiments/results/<study>/
+  python experiments/sweep.py --study=decoder_cpu32 --run
+  python experiments/sweep.py --study=decoder_cpu32 --aggregate
+  # the full grid, one launch command per program (for a cluster scheduler)
   python experiments/sweep.py --config=configs/shapes3d.py --seeds=0-9 --print
-  # a subset, run here one after another; finished runs are skipped, unfinished ones resume
+  # a subset of the grid
   python experiments/sweep.py --config=configs/default.py --study=readme_cpu32 --setting=cpu32 \
       --objectives=beta_vae --hfs=no --placements=decoder --seeds=0,1,2 --run
-  # every run's metrics.json -> experiments/results/<study>/{results.csv, results.md, *.png}
-  python experiments/sweep.py --study=readme_cpu32 --aggregate --traversals=3
 
-The seeds of one configuration train as one program (`--config.num_seeds=K`, gmg_jax/replicas.py:
-K runs vmapped in one jitted step), at most `--replicas_per_program` (default 8) contiguous seeds
-each; `--replicas_per_program=1` runs every seed as its own process. Run directories are
-`<root>/<study>/<config name>/seeds_<lo>-<hi>/seed=<S>` (the replicas of a program) or
-`<root>/<study>/<config name>/seed_<S>` (a program of one run), with the config name the variant
-string with "," replaced by "+" (e.g. `beta_vae+gmg_cos_decoder`); aggregation reads the axes back
-from that name. `--set KEY=VALUE` adds `--config.KEY=VALUE` to every run; `--set_for
+Runs are grouped into K-run programs (gmg_jax/replicas.py: K runs vmapped in one jitted step) of
+at most `--replicas_per_program` (default 8) runs: contiguous seeds of one configuration, crossed
+with the values of scalar fields a K-run may vary (`--config.vary`) where the study's values form
+a full grid. `--replicas_per_program=1` runs every run as its own process. A configuration's name
+is its variant with "," replaced by "+", then the study's axes of that variant, sorted (e.g.
+`beta_vae+gmg_cos_decoder+weight=100`); aggregation reads the axes back from it. Run directories:
+`<root>/<study>/<name>/seed_<S>` (a program of one run) or `<root>/<study>/<dir>/seeds_<lo>-<hi>/
+<replica>` (a program's replica, e.g. `weight=100,seed=3`: its varied values join <dir>).
+For the grid, `--set KEY=VALUE` adds `--config.KEY=VALUE` to every run; `--set_for
 TOKEN:KEY=VALUE` only to runs whose variant has the token (e.g. a per-cost regularizer weight:
 `--set_for cos:regularizer.weight=500`). `--setting` names a bundle of overrides (`SETTINGS`).
 """
@@ -32,16 +37,21 @@ import dataclasses
 import importlib.util
 import itertools
 import json
+import math
 import os
 import re
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import aggregate  # noqa: E402  (experiments/ is not a package)
+import studies  # noqa: E402
+
+from gmg_jax import replicas  # noqa: E402
 
 OBJECTIVES = ("beta_vae", "beta_tcvae")  # The paper's grid.
 # Also selectable: the encoder-only objective (its regularizers go on the encoder only).
@@ -50,28 +60,35 @@ REGULARIZERS = ("dst", "gmg")
 COSTS = ("l2", "scl2", "cos")
 PLACEMENTS = ("encoder", "decoder")
 
-# Named bundles of overrides. cpu32: the small CPU setting of the README's results (32x32 images,
-# the MLP VAE, Adam 1e-3, 1000 steps, one evaluation at the end with the fast DCI and MIG on
-# 2000 / 1000 points). On 2 shared CPU cores a step takes ~40 ms (~90 ms with GMG) and a run
-# ~1.5-2.5 minutes including compilation and evaluation.
+
+def override(field: str, value: Any) -> str:
+  """ "FIELD=VALUE" as `--config.FIELD=VALUE` takes it (a string as is, anything else its repr)."""
+  return f"{field}={value}" if isinstance(value, str) else f"{field}={value!r}"
+
+
+# Named bundles of overrides (`--setting`); cpu32 is `studies.CPU32`.
 SETTINGS: dict[str, tuple[str, ...]] = {
-  "cpu32": (
-    "data.image_size=32",
-    "model.arch=mlp",
-    "model.mlp_hidden=(256,256)",
-    "optim.learning_rate=0.001",
-    "train.batch_size=64",
-    "train.num_steps=1000",
-    "train.log_every=50",
-    "train.checkpoint_every=500",
-    "train.progress_bar=False",
-    "eval.every_steps=1000",
-    "eval.metrics=('dci','mig')",
-    "eval.mode=fast",
-    "eval.num_train=2000",
-    "eval.num_test=1000",
-  ),
+  "cpu32": tuple(override(k, v) for k, v in studies.CPU32.items()),
 }
+
+
+def _field(item: str) -> str:
+  return item.split("=", 1)[0]
+
+
+def _number(text: str) -> float | None:
+  try:
+    return float(text)
+  except ValueError:
+    return None
+
+
+def _token(item: str) -> str:
+  """The name token of a "FIELD=VALUE" override: its last field component and its value, a
+  number formatted like `replicas.replica_name` (e.g. "weight=500")."""
+  field, value = item.split("=", 1)
+  number = _number(value)
+  return f"{field.rsplit('.', 1)[-1]}={value if number is None else f'{number:g}'}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +104,18 @@ class Run:
   variant: str
   seed: int
   overrides: tuple[str, ...] = ()
+  axes: tuple[str, ...] = ()
+
+  def tagged(self, exclude: Collection[str] = ()) -> str:
+    """The variant, then a token per override on an axis (not in `exclude`), sorted."""
+    axes = [o for o in self.overrides if _field(o) in self.axes and _field(o) not in exclude]
+    return aggregate.config_name(self.variant, *map(_token, axes))
 
   @property
   def name(self) -> str:
-    """Directory name of the configuration (seed excluded)."""
-    return self.variant.replace(",", "+")
+    """Name of the configuration (seed excluded): the variant with "+", plus one token per
+    override on an axis of its study (e.g. "beta_vae+gmg_cos_decoder+weight=100")."""
+    return self.tagged()
 
   def workdir(self, root: str) -> str:
     """The run's workdir under a study directory `root` when it is a program of its own."""
@@ -100,7 +124,8 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-  """Runs of one configuration with contiguous seeds, trained as one K-run program."""
+  """Runs trained as one K-run program: contiguous seeds crossed with the values of the fields it
+  varies (`--config.vary`), in the replicas' stacking order (`gmg_jax.replicas.expand`)."""
 
   runs: tuple[Run, ...]
 
@@ -108,36 +133,86 @@ class Program:
   def first(self) -> Run:
     return self.runs[0]
 
+  @property
+  def seeds(self) -> list[int]:
+    return sorted({run.seed for run in self.runs})
+
+  @property
+  def vary(self) -> dict[str, list[str]]:
+    """{field: values in order} of the overrides that differ between the runs."""
+    values: dict[str, list[str]] = {}
+    for run in self.runs:
+      for item in run.overrides:
+        field, value = item.split("=", 1)
+        if value not in values.setdefault(field, []):
+          values[field].append(value)
+    return {field: listed for field, listed in values.items() if len(listed) > 1}
+
   def workdir(self, root: str) -> str:
-    """`seed_<S>` for one run; `seeds_<lo>-<hi>` (replicas `seed=<S>` inside) for several."""
+    """`<name>/seed_<S>` for one run; `<name>/seeds_<lo>-<hi>` for several, where <name> leaves
+    out the varied fields (each replica's directory inside names them)."""
     if len(self.runs) == 1:
       return self.first.workdir(root)
-    return os.path.join(root, self.first.name, f"seeds_{self.first.seed}-{self.runs[-1].seed}")
+    seeds = self.seeds
+    return os.path.join(root, self.first.tagged(self.vary), f"seeds_{seeds[0]}-{seeds[-1]}")
 
   def run_dirs(self, root: str) -> list[str]:
     """Where each run's outputs (metrics.json, ...) go, in the order of `runs`."""
     if len(self.runs) == 1:
       return [self.first.workdir(root)]
-    return [os.path.join(self.workdir(root), f"seed={run.seed}") for run in self.runs]
+    vary = self.vary
+    names = []
+    for run in self.runs:
+      values = {_field(o): float(o.split("=", 1)[1]) for o in run.overrides if _field(o) in vary}
+      names.append(replicas.replica_name(run.seed, values))
+    return [os.path.join(self.workdir(root), name) for name in names]
+
+
+def _seed_blocks(seeds: Sequence[int], size: int) -> list[list[int]]:
+  """Sorted seeds cut into blocks of <= `size` contiguous seeds."""
+  blocks: list[list[int]] = []
+  for seed in sorted(seeds):
+    if blocks and seed == blocks[-1][-1] + 1 and len(blocks[-1]) < size:
+      blocks[-1].append(seed)
+    else:
+      blocks.append([seed])
+  return blocks
 
 
 def programs(runs: Sequence[Run], max_replicas: int) -> list[Program]:
-  """Groups runs that differ only in their seed into programs of <= `max_replicas` contiguous
-  seeds (first seed, then configuration order)."""
-  groups: dict[tuple[str, tuple[str, ...]], list[Run]] = {}
+  """Groups runs into K-run programs of <= `max_replicas` runs (first seed, then configuration
+  order).
+
+  Runs that differ only in their seed and in overrides on an axis of fields a K-run may vary
+  (`replicas.VARIABLE_FIELDS`) share a program when their values form a full grid crossed with
+  one set of seeds; otherwise each configuration's seeds form programs of their own.
+  """
+  groups: dict[tuple, list[Run]] = {}
   for run in runs:
-    groups.setdefault((run.variant, run.overrides), []).append(run)
+    varying = {f for f in run.axes if f in replicas.VARIABLE_FIELDS}
+    fixed = tuple(o for o in run.overrides if _field(o) not in varying)
+    groups.setdefault((run.variant, fixed, tuple(sorted(varying))), []).append(run)
   found = []
   for group in groups.values():
-    block: list[Run] = []
-    for run in sorted(group, key=lambda r: r.seed):
-      if block and (run.seed != block[-1].seed + 1 or len(block) == max_replicas):
-        found.append(Program(tuple(block)))
-        block = []
-      block.append(run)
-    found.append(Program(tuple(block)))
-  order = {key: i for i, key in enumerate(groups)}
-  return sorted(found, key=lambda p: (p.first.seed, order[(p.first.variant, p.first.overrides)]))
+    by_values: dict[tuple[str, ...], dict[int, Run]] = {}
+    for run in group:
+      by_values.setdefault(run.overrides, {})[run.seed] = run
+    combos = list(by_values)
+    seed_sets = {frozenset(seeds) for seeds in by_values.values()}
+    fields = [_field(o) for o in group[0].overrides]
+    distinct = [list(dict.fromkeys(c[i] for c in combos)) for i in range(len(fields))]
+    full_grid = len(combos) == math.prod(len(d) for d in distinct)
+    if len(seed_sets) == 1 and full_grid and len(combos) <= max_replicas:
+      # One grid: the product of the values in replicas.expand's order, seeds fastest.
+      ordered = [c for c in itertools.product(*distinct) if c in by_values]
+      for block in _seed_blocks(next(iter(seed_sets)), max_replicas // len(combos)):
+        found.append(Program(tuple(by_values[c][s] for c in ordered for s in block)))
+    else:
+      for combo in combos:
+        for block in _seed_blocks(by_values[combo], max_replicas):
+          found.append(Program(tuple(by_values[combo][s] for s in block)))
+  order = {id(run): i for i, run in enumerate(runs)}
+  return sorted(found, key=lambda p: (p.seeds[0], min(order[id(r)] for r in p.runs)))
 
 
 def grid_variants(
@@ -205,6 +280,37 @@ def expand(
   return runs
 
 
+def study_runs(study: studies.Study, pattern: str | None = None) -> list[Run]:
+  """The runs a registered study yields, with the axes of each variant (fields that take more
+  than one value, or are set in only some, among the study's runs of that variant).
+
+  Raises:
+    SystemExit: the study yields one (configuration, seed) twice.
+  """
+  items = [dict(item) for item in study.runs()]
+  seen: dict[str, dict[str, set[str]]] = {}
+  for item in items:
+    per_field = seen.setdefault(item["config"], {})
+    for field in set(per_field) | set(item) - {"config", "seed"}:
+      per_field.setdefault(field, set()).add(repr(item.get(field, "<unset>")))
+  runs, names = [], set()
+  for item in items:
+    fields = [k for k in item if k not in ("config", "seed")]
+    per_field = seen[item["config"]]
+    run = Run(
+      item["config"],
+      int(item["seed"]),
+      tuple(override(k, item[k]) for k in fields),
+      tuple(k for k in fields if len(per_field[k]) > 1),
+    )
+    if (run.name, run.seed) in names:
+      raise SystemExit(f"The study yields {run.name} seed {run.seed} twice.")
+    names.add((run.name, run.seed))
+    if pattern is None or re.search(pattern, run.name):
+      runs.append(run)
+  return runs
+
+
 def _parse_value(text: str):
   try:
     return ast.literal_eval(text)
@@ -235,31 +341,26 @@ def command(
 ) -> list[str]:
   """The `python -m gmg_jax.main` command line of a program (or of one run on its own)."""
   program = Program((program,)) if isinstance(program, Run) else program
-  run = program.first
-  replicas = [f"--config.num_seeds={len(program.runs)}"] if len(program.runs) > 1 else []
+  seeds, vary = program.seeds, program.vary
+  multi = [f"--config.num_seeds={len(seeds)}"] if len(seeds) > 1 else []
+  if vary:
+    multi.append("--config.vary=" + ";".join(f"{f}={','.join(v)}" for f, v in vary.items()))
   return [
     python,
     "-m",
     "gmg_jax.main",
-    f"--config={config_file}:{run.variant}",
+    f"--config={config_file}:{program.first.variant}",
     f"--workdir={program.workdir(root)}",
-    f"--config.seed={run.seed}",
-    *replicas,
-    *(f"--config.{o}" for o in run.overrides),
+    f"--config.seed={seeds[0]}",
+    *multi,
+    *(f"--config.{o}" for o in program.first.overrides if _field(o) not in vary),
   ]
 
 
 def finished_dir(root: str, run: Run, num_steps: int) -> str | None:
-  """Where the run's finished evaluation is: its own `seed_<S>` or a program's `seed=<S>`."""
-  config_dir = os.path.join(root, run.name)
-  candidates = [run.workdir(root)]
-  if os.path.isdir(config_dir):
-    candidates += [
-      os.path.join(config_dir, entry, f"seed={run.seed}")
-      for entry in sorted(os.listdir(config_dir))
-      if re.fullmatch(r"seeds_\d+-\d+", entry)
-    ]
-  return next((d for d in candidates if is_finished(d, num_steps)), None)
+  """Where the run's finished evaluation is, in any layout `aggregate.run_dirs` reads."""
+  found = [d for _, seed, d in aggregate.run_dirs(root, run.name) if seed == run.seed]
+  return next((d for d in found if is_finished(d, num_steps)), None)
 
 
 def is_finished(workdir: str, num_steps: int) -> bool:
@@ -349,7 +450,7 @@ def write_traversals(
     best = max(
       (r for r in rows if r["config"] == entry["config"] and metric in r), key=lambda r: r[metric]
     )
-    workdir = os.path.join(root, entry["config"], f"seed_{best['seed']}")
+    workdir = next(d for _, s, d in aggregate.run_dirs(root, entry["config"]) if s == best["seed"])
     _, graphdef, state, dataset = evaluate.load_run(workdir)
     vae = nnx.merge(graphdef, state.modules)[0]
     images, _ = dataset.sample_batch(jax.random.key(0), 2)
@@ -395,7 +496,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   mode.add_argument("--list", action="store_true", help="print the runs and whether finished")
   mode.add_argument("--aggregate", action="store_true", help="only aggregate finished runs")
   p.add_argument("--config", default="configs/default.py", help="dataset config file")
-  p.add_argument("--study", default="", help="study name (default: the config file's stem)")
+  p.add_argument(
+    "--study",
+    default="",
+    help="a study of experiments/studies.py (its runs replace the grid's flags), or the name of "
+    "the directory of a grid's runs (default: the config file's stem)",
+  )
   p.add_argument(
     "--root",
     default=os.environ.get("GMG_SWEEP_ROOT", "/tmp/gmg_sweeps"),
@@ -443,11 +549,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     metavar="N",
     help="with aggregation: latent traversals of the N best configurations",
   )
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if args.study in studies.STUDIES:
+    grid = ("seeds", "objectives", "hfs", "regularizers", "costs", "placements", "setting")
+    changed = [f for f in (*grid, "set", "set_for") if getattr(args, f) != p.get_default(f)]
+    if changed:
+      p.error(
+        f"--study={args.study} defines its runs (experiments/studies.py); drop "
+        + ", ".join(f"--{f}" for f in changed)
+        + " or define a new study."
+      )
+  return args
 
 
 def runs_from_args(args: argparse.Namespace) -> list[Run]:
-  """The runs the flags select."""
+  """The runs the flags select: a registered study's, or the grid's."""
+  if args.study in studies.STUDIES:
+    return study_runs(studies.STUDIES[args.study], args.filter)
   hfs_values = {"no": False, "yes": True}
   variants = grid_variants(
     objectives=_axis(args.objectives, ALL_OBJECTIVES),
@@ -466,15 +584,29 @@ def runs_from_args(args: argparse.Namespace) -> list[Run]:
   return expand(variants, _seeds(args.seeds), overrides, overrides_for, args.filter)
 
 
+def write_results(root: str, out: str, study: str, traversals: int = 0) -> None:
+  """Tables and plots of a study's finished runs, its paired comparisons (those whose two arms
+  have runs) and the latent traversals of the `traversals` best configurations."""
+  aggregate.write_results(root, out)
+  if study in studies.STUDIES:
+    spec = studies.STUDIES[study]
+    present = {name for name, _, _ in aggregate.run_dirs(root)}
+    pairs = [(a, b) for a, b in spec.compare if a in present and b in present]
+    for a, b in sorted(set(spec.compare) - set(pairs)):
+      print(f"Not compared yet (an arm has no runs): {a} vs {b}")
+    if pairs:
+      aggregate.write_paired(aggregate.collect(root), pairs, out, spec.metrics)
+  if traversals:
+    write_traversals(root, out, traversals)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
   study = args.study or os.path.splitext(os.path.basename(args.config))[0]
   root = os.path.join(args.root, study)
   results = os.path.join(args.results, study)
   if args.aggregate:
-    aggregate.write_results(root, results)
-    if args.traversals:
-      write_traversals(root, results, args.traversals)
+    write_results(root, results, study, args.traversals)
     return
   if args.replicas_per_program < 1:
     raise SystemExit(f"--replicas_per_program={args.replicas_per_program}: must be >= 1.")
@@ -487,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.list:
     for run in runs:
       where = finished_dir(root, run, load_config(args.config, run).train.num_steps)
-      print(f"{'done' if where else 'todo'}  {where or run.workdir(root)}")
+      print(f"{'done' if where else 'todo'}  {run.name} seed {run.seed}  {where or ''}")
     print(f"{len(runs)} runs")
     return
   # Seed-major: a study stopped early has every configuration at the first seeds.
@@ -495,9 +627,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   statuses = run_all(args.config, runs, root, args.replicas_per_program)
   failed = [run for run, status in statuses if status.startswith("failed")]
   if not args.no_aggregate:
-    aggregate.write_results(root, results)
-    if args.traversals:
-      write_traversals(root, results, args.traversals)
+    write_results(root, results, study, args.traversals)
   if failed:
     raise SystemExit(
       f"{len(failed)} runs failed; see the train.log of their program: "

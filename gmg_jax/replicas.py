@@ -111,8 +111,9 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
   config[leaf] = value
 
 
-def _name(seed: int, values: dict[str, float]) -> str:
-  # The fields' last components are unique among VARIABLE_FIELDS.
+def replica_name(seed: int, values: dict[str, float]) -> str:
+  """The directory name of a replica, e.g. "weight=300,seed=1" (fields by their last component,
+  which is unique among VARIABLE_FIELDS; values formatted with "g")."""
   parts = [f"{field.rsplit('.', 1)[-1]}={value:g}" for field, value in values.items()]
   return ",".join([*parts, f"seed={seed}"])
 
@@ -135,7 +136,7 @@ def expand(config: ml_collections.ConfigDict) -> list[Replica]:
         single.seed, single.num_seeds, single.vary = seed, 1, ""
         for field, value in values.items():
           _set(single, field, value)
-      replicas.append(Replica(len(replicas), _name(seed, values), seed, values, single))
+      replicas.append(Replica(len(replicas), replica_name(seed, values), seed, values, single))
   return replicas
 
 

@@ -14,6 +14,7 @@ from conftest import ROOT
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import aggregate  # noqa: E402
+import studies  # noqa: E402
 import sweep  # noqa: E402
 
 from gmg_jax import replicas  # noqa: E402
@@ -254,28 +255,118 @@ def test_finished_runs_are_skipped_and_unfinished_ones_launched(tmp_path, monkey
   assert [(r["seed"], r["mig/discrete_mig"]) for r in rows] == [(0, 0.1), (1, 0.2), (2, 0.2)]
 
 
-@pytest.mark.slow
-def test_sweep_cli_runs_a_real_tiny_program_then_skips_it(tmp_path):
-  args = [
-    "--config=configs/default.py",
-    "--study=tiny",
-    f"--root={tmp_path}/runs",
-    f"--results={tmp_path}/results",
-    "--objectives=beta_vae",
-    "--hfs=no",
-    "--regularizers=none",
-    "--seeds=0,1",
-    *(f"--set={o}" for o in _TINY),
+def _tiny_study(weights_by_seed, seeds=(0, 1, 2, 3)):
+  """A study: beta_vae over `seeds`, GMG with regularizer.weight w for the seeds listed."""
+  setting = dict(o.split("=", 1) for o in _TINY)
+
+  def runs():
+    yield from studies.product(("beta_vae",), seeds=seeds, setting=setting)
+    for weight, weight_seeds in weights_by_seed.items():
+      yield from studies.product(
+        ("beta_vae,gmg_cos_decoder",), weight_seeds, setting, regularizer__weight=(weight,)
+      )
+
+  return studies.Study(runs, compare=(("beta_vae+gmg_cos_decoder+weight=1", "beta_vae"),))
+
+
+def test_a_study_names_its_axes_and_trains_a_full_grid_of_values_as_one_program():
+  study = _tiny_study({1: range(4), 2.5: range(4)})
+  runs = sweep.study_runs(study)
+  assert sorted({r.name for r in runs}) == [
+    "beta_vae",
+    "beta_vae+gmg_cos_decoder+weight=1",
+    "beta_vae+gmg_cos_decoder+weight=2.5",
   ]
+  programs = sweep.programs(runs, max_replicas=8)
+  assert [(p.first.variant, p.seeds, len(p.runs)) for p in programs] == [
+    ("beta_vae", [0, 1, 2, 3], 4),
+    ("beta_vae,gmg_cos_decoder", [0, 1, 2, 3], 8),
+  ]
+  grid = programs[1]
+  cmd = sweep.command("configs/default.py", grid, "/r")
+  assert "--workdir=/r/beta_vae+gmg_cos_decoder/seeds_0-3" in cmd
+  assert "--config.vary=regularizer.weight=1,2.5" in cmd and "--config.num_seeds=4" in cmd
+  assert not any(a.startswith("--config.regularizer.weight") for a in cmd)
+  # The program's replicas, expanded by the trainer's own code from the command's config, are
+  # exactly the study's runs, in order, each writing where aggregation will read it.
+  config = sweep.load_config("configs/default.py", grid.first)
+  config.num_seeds, config.vary = 4, "regularizer.weight=1,2.5"
+  expanded = replicas.expand(config)
+  assert [(r.seed, r.config.regularizer.weight) for r in expanded] == [
+    (run.seed, float(run.overrides[-1].split("=")[1])) for run in grid.runs
+  ]
+  assert grid.run_dirs("/r") == [
+    f"/r/beta_vae+gmg_cos_decoder/seeds_0-3/{r.name}" for r in expanded
+  ]
+  # Fewer replicas per program: the grid is cut along its seeds.
+  assert [p.seeds for p in sweep.programs(runs, max_replicas=4)] == [[0, 1, 2, 3], [0, 1], [2, 3]]
+  # Not a full grid (weight 2.5 only for seeds 0-1): each value trains as its own programs.
+  partial = sweep.programs(sweep.study_runs(_tiny_study({1: range(4), 2.5: range(2)})), 8)
+  assert [(p.first.name, p.seeds, p.vary) for p in partial[1:]] == [
+    ("beta_vae+gmg_cos_decoder+weight=1", [0, 1, 2, 3], {}),
+    ("beta_vae+gmg_cos_decoder+weight=2.5", [0, 1], {}),
+  ]
+  assert partial[2].workdir("/r") == "/r/beta_vae+gmg_cos_decoder+weight=2.5/seeds_0-1"
+
+
+def test_aggregation_reads_every_layout_under_one_config_name(tmp_path):
+  root = str(tmp_path)
+  layouts = {
+    "beta_vae+gmg_cos_decoder+weight=1/seed_0": ("beta_vae+gmg_cos_decoder+weight=1", 0),
+    "beta_vae+gmg_cos_decoder+weight=1/seeds_1-2/seed=1": ("beta_vae+gmg_cos_decoder+weight=1", 1),
+    "beta_vae+gmg_cos_decoder/seeds_2-3/weight=1,seed=2": ("beta_vae+gmg_cos_decoder+weight=1", 2),
+    "beta_vae+gmg_cos_decoder/seeds_2-3/weight=2.5,seed=3": (
+      "beta_vae+gmg_cos_decoder+weight=2.5",
+      3,
+    ),
+    # Tokens are sorted, so a program's directory plus its replica's values give one name.
+    "beta_vae+init=both/seeds_0-1/weight=1,seed=0": ("beta_vae+init=both+weight=1", 0),
+    "beta_vae+weight=1/seeds_0-1/init=both,seed=1": ("beta_vae+init=both+weight=1", 1),
+  }
+  for path in layouts:
+    os.makedirs(os.path.join(root, path))
+  found = {(name, seed) for name, seed, _ in aggregate.run_dirs(root)}
+  assert found == set(layouts.values())
+  one = aggregate.run_dirs(root, "beta_vae+gmg_cos_decoder+weight=1")
+  assert sorted(seed for _, seed, _ in one) == [0, 1, 2]
+
+
+def test_a_study_is_checked_before_any_work(monkeypatch, capsys):
+  twice = studies.Study(lambda: iter([{"config": "beta_vae", "seed": 0}] * 2))
+  with pytest.raises(SystemExit, match="beta_vae seed 0 twice"):
+    sweep.study_runs(twice)
+  monkeypatch.setitem(studies.STUDIES, "tiny", _tiny_study({1: range(2)}))
+  with pytest.raises(SystemExit):
+    sweep.parse_args(["--list", "--study=tiny", "--seeds=0-9", "--set=train.num_steps=5"])
+  assert "drop --seeds, --set or define a new study" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sweep_cli_runs_a_real_tiny_study_as_one_program_then_skips_it(tmp_path, monkeypatch):
+  setting = dict(o.split("=", 1) for o in _TINY)
+  study = studies.Study(
+    lambda: studies.product(("beta_vae",), (0, 1), setting, objective__beta=(1, 4)),
+    compare=(("beta_vae+beta=4", "beta_vae+beta=1"),),
+    metrics=("mig/discrete_mig",),
+  )
+  monkeypatch.setitem(studies.STUDIES, "tiny", study)
+  args = ["--study=tiny", f"--root={tmp_path}/runs", f"--results={tmp_path}/results"]
   sweep.main(["--run", *args])
   program = tmp_path / "runs" / "tiny" / "beta_vae" / "seeds_0-1"
-  for seed in (0, 1):
-    assert json.load(open(program / f"seed={seed}" / "metrics.json"))["step"] == 4
+  for beta, seed in itertools.product((1, 4), (0, 1)):
+    replica = program / f"beta={beta},seed={seed}"
+    assert json.load(open(replica / "config.json"))["objective"]["beta"] == beta
+    assert json.load(open(replica / "metrics.json"))["step"] == 4
   with open(tmp_path / "results" / "tiny" / "results.csv") as f:
-    assert sorted(int(r["seed"]) for r in csv.DictReader(f)) == [0, 1]
-  mtime = os.path.getmtime(program / "seed=0" / "metrics.json")
+    rows = list(csv.DictReader(f))
+  assert sorted((r["config"], int(r["seed"])) for r in rows) == [
+    (f"beta_vae+beta={b}", s) for b in (1, 4) for s in (0, 1)
+  ]
+  with open(tmp_path / "results" / "tiny" / "paired.csv") as f:
+    assert [int(r["n"]) for r in csv.DictReader(f)] == [2]
+  mtime = os.path.getmtime(program / "beta=1,seed=0" / "metrics.json")
   sweep.main(["--run", *args])
-  assert os.path.getmtime(program / "seed=0" / "metrics.json") == mtime
+  assert os.path.getmtime(program / "beta=1,seed=0" / "metrics.json") == mtime
 
 
 def test_epsilon_ablation_sees_no_gap_for_an_isometry_and_a_large_one_for_a_shuffle():
