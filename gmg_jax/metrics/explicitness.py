@@ -13,7 +13,6 @@ argsort.
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats
 import threadpoolctl
 from sklearn import linear_model, metrics
 
@@ -39,26 +38,90 @@ def _roc_auc(labels: np.ndarray, classes: np.ndarray, proba: np.ndarray) -> floa
 
 
 def _roc_auc_ranks(labels: np.ndarray, classes: np.ndarray, proba: np.ndarray) -> float:
-  """`_roc_auc` by the Mann-Whitney statistic: for each class, (rank sum of its points'
-  scores - n_pos (n_pos + 1) / 2) / (n_pos n_neg) with tied scores given their mean rank,
-  which equals sklearn's trapezoidal ROC-AUC.
+  """`_roc_auc` by ranks (`_rank_aucs`), for float32 or float64 `proba` in [0, 1]."""
+  one_hot = labels[None, :] == classes[:, None]  # [classes, N]
+  auc = _rank_aucs(np.ascontiguousarray(proba.T), one_hot)
+  return float(np.nanmean(auc))
 
-  All classes are ranked by one argsort; only a column with tied scores (a constant code,
-  say) takes `scipy.stats.rankdata`'s slower mean ranks.
+
+def _rank_aucs(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+  """ROC-AUC of each row of `scores` against the same row of `positive`, by ranks.
+
+  The Mann-Whitney statistic with tied scores given their mean rank (sklearn's trapezoidal
+  ROC-AUC). A float score in [0, 1] has increasing bits (below 2^62 for float64), so each
+  point is one unsigned key, bits * 2 + is_positive, and one sort of the keys gives every
+  rank. Within a tie the sort puts negatives first, which credits each of the group's
+  n_pos n_neg mixed pairs with 1 instead of 1/2; such a group shows as one step from an even
+  key k to k + 1 (negative to positive of the same score), so only those few groups are
+  measured and corrected.
+
+  Args:
+    scores: [C, N] float32 or float64 in [0, 1].
+    positive: [C, N] bool.
+
+  Returns:
+    [C] AUCs (NaN for a row without positives or without negatives).
   """
-  one_hot = labels[:, None] == classes[None, :]
-  positives = one_hot.sum(axis=0)
-  negatives = len(labels) - positives
-  scored = (positives > 0) & (negatives > 0)
-  scores, one_hot = proba[:, scored].T, one_hot[:, scored].T  # [classes, N]
-  order = np.argsort(scores, axis=1)
-  ranks = np.arange(1.0, len(labels) + 1.0)
-  rank_sum = np.take_along_axis(one_hot, order, axis=1) @ ranks
-  ties = np.any(np.diff(np.take_along_axis(scores, order, axis=1), axis=1) == 0, axis=1)
-  for j in np.flatnonzero(ties):
-    rank_sum[j] = scipy.stats.rankdata(scores[j])[one_hot[j]].sum()
-  pos, neg = positives[scored], negatives[scored]
-  return float(np.mean((rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)))
+  unsigned = np.uint32 if scores.dtype == np.float32 else np.uint64
+  keys = np.asarray(scores, np.float64 if unsigned == np.uint64 else None).view(unsigned) << 1
+  keys |= positive
+  keys.sort(axis=1)
+  num = keys.shape[1]
+  pos_count = positive.sum(axis=1).astype(np.float64)
+  neg_count = num - pos_count
+  rank_sum = (keys & 1).astype(np.float64) @ np.arange(1.0, num + 1.0)
+  rows, steps = np.nonzero(np.diff(keys, axis=1) == 1)
+  mixed = (keys[rows, steps] & 1) == 0
+  for row in np.unique(rows[mixed]):
+    step_keys = keys[row, steps[mixed & (rows == row)]]
+    start = np.searchsorted(keys[row], step_keys, side="left")
+    stop = np.searchsorted(keys[row], step_keys + 1, side="right")
+    negatives = np.searchsorted(keys[row], step_keys, side="right") - start
+    rank_sum[row] -= 0.5 * np.sum(negatives * (stop - start - negatives))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    auc = (rank_sum - pos_count * (pos_count + 1.0) / 2.0) / (pos_count * neg_count)
+  return np.where((pos_count > 0) & (neg_count > 0), auc, np.nan)
+
+
+def _stacked_macro_aucs(
+  proba: np.ndarray, labels: np.ndarray, num_classes: np.ndarray
+) -> np.ndarray:
+  """`_roc_auc` of every factor from `linear.logistic_proba_stacked`'s probabilities.
+
+  A binary factor has one row, p(class 1): class 1's AUC is that of p, class 0's (scored by
+  1 - p) is 1 - the AUC of p with class 0 as the positives.
+
+  Args:
+    proba: [R, N] float32 stacked class probabilities.
+    labels: [N, K] class indices (-1 for a value not among the training classes).
+    num_classes: [K].
+
+  Returns:
+    [K] macro AUC over the classes that occur and do not fill all of `labels`.
+  """
+  labels = np.ascontiguousarray(labels.T)  # [K, N]
+  scores, positive, factor = [proba], [], []
+  for k, width in enumerate(num_classes):
+    classes = np.arange(1, 2) if width == 2 else np.arange(width)
+    positive.append(labels[k] == classes[:, None])
+    factor.append(np.full(len(classes), k))
+  binary = np.flatnonzero(num_classes == 2)
+  rows = np.where(num_classes == 2, 1, num_classes)
+  scores.append(proba[(np.cumsum(rows) - 1)[binary]])  # class 0 of each binary factor
+  positive.extend(labels[k][None] == 0 for k in binary)
+  factor.append(binary)
+  auc = _rank_aucs(np.concatenate(scores), np.concatenate(positive))
+  auc[len(proba) :] = 1.0 - auc[len(proba) :]
+  factor = np.concatenate(factor)
+  scored = ~np.isnan(auc)
+  totals = np.bincount(factor, np.where(scored, auc, 0.0), minlength=len(num_classes))
+  return totals / np.bincount(factor, scored, minlength=len(num_classes))
+
+
+def _class_index(classes: np.ndarray, values: np.ndarray) -> np.ndarray:
+  """Index of each value in the sorted `classes`, -1 where it is none of them."""
+  index = np.minimum(np.searchsorted(classes, values), len(classes) - 1)
+  return np.where(classes[index] == values, index, -1)
 
 
 def _standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,16 +160,22 @@ def explicitness(
     labels, num_classes = linear.encode_labels(factors_train)
     # Small matrix products: BLAS threads only contend for a shared CPU.
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
-      weights, bias = linear.fit_logistic_regression(x_train, labels, num_classes)
-    proba_train = linear.logistic_predict_proba(weights, bias, x_train, num_classes)
-    proba_test = linear.logistic_predict_proba(weights, bias, x_test, num_classes)
-  else:
-    models = [linear_model.LogisticRegression().fit(x_train, y) for y in factors_train.T]
-    proba_train = [m.predict_proba(x_train) for m in models]
-    proba_test = [m.predict_proba(x_test) for m in models]
-  auc = _roc_auc if mode == "exact" else _roc_auc_ranks
-  train = [auc(y, c, p) for y, c, p in zip(factors_train.T, classes, proba_train, strict=True)]
-  test = [auc(y, c, p) for y, c, p in zip(factors_test.T, classes, proba_test, strict=True)]
+      weights, bias, proba_train = linear.fit_logistic_regression(
+        x_train, labels, num_classes, return_proba=True
+      )
+      proba_test = linear.logistic_proba_stacked(weights, bias, x_test, num_classes)
+    test_labels = np.stack(
+      [_class_index(c, column) for c, column in zip(classes, factors_test.T, strict=True)], 1
+    )
+    return (
+      _stacked_macro_aucs(proba_train, labels, num_classes),
+      _stacked_macro_aucs(proba_test, test_labels, num_classes),
+    )
+  models = [linear_model.LogisticRegression().fit(x_train, y) for y in factors_train.T]
+  proba_train = [m.predict_proba(x_train) for m in models]
+  proba_test = [m.predict_proba(x_test) for m in models]
+  train = [_roc_auc(y, c, p) for y, c, p in zip(factors_train.T, classes, proba_train, strict=True)]
+  test = [_roc_auc(y, c, p) for y, c, p in zip(factors_test.T, classes, proba_test, strict=True)]
   return np.array(train), np.array(test)
 
 
