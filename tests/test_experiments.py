@@ -385,4 +385,99 @@ def test_epsilon_ablation_sees_no_gap_for_an_isometry_and_a_large_one_for_a_shuf
   shuffle = ablate_epsilon.solver_table([(x, shuffled)], ["sqeuclidean"], [0.01], "decoder")[0]
   assert iso["gap"] == pytest.approx(0.0, abs=1e-4) and iso["dst"] < 1e-4
   assert shuffle["gap_over_dst"] > 0.5 and shuffle["identity_won"] == 0.0
-  assert "| decoder | sqeuclidean | 0.01 |" in ablate_epsilon.format_table(rows)
+  assert "| decoder | sqeuclidean | - | certified | both | 0.01 |" in ablate_epsilon.format_table(
+    rows
+  )
+
+
+def _unit_rows(z):
+  z = np.asarray(z, np.float64).reshape(len(z), -1)
+  return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def test_ablate_cos_sim_epsilon_is_the_papers_mean_rule_on_similarities_and_guards_zero():
+  import ablate_epsilon
+
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=(16, 3)) + 0.5).astype(np.float32)
+  y = rng.uniform(size=(16, 20)).astype(np.float32)
+  grid = dict(inits=("product",), estimators=("entropic",))
+  sim, one_minus = ablate_epsilon.solver_table(
+    [(x, y)], ["cosine_sim", "cosine"], [0.5], "decoder", **grid
+  )
+  # Brute force: S = cos-sim matrix (diagonal 1), C = 1 - S.
+  s_x, s_y = (_unit_rows(z) @ _unit_rows(z).T for z in (x, y))
+  assert sim["convention"] == "cos-sim" and sim["applicable"]
+  assert sim["epsilon"] == pytest.approx(0.5 * s_x.mean() * s_y.mean(), rel=1e-4)
+  assert one_minus["epsilon"] == pytest.approx(0.5 * (1 - s_x).mean() * (1 - s_y).mean(), rel=1e-4)
+  assert sim["epsilon"] != pytest.approx(one_minus["epsilon"], rel=0.2)  # conventions differ
+  # Directions that cancel (v, -v pairs): mean(S_X) = 0, no cos-sim epsilon; reported, not clipped.
+  v = rng.normal(size=(4, 3)).astype(np.float32)
+  cancel = np.concatenate([v, -v])
+  row = ablate_epsilon.solver_table([(cancel, y[:8])], ["cosine_sim"], [0.5], "decoder", **grid)[0]
+  assert not row["applicable"] and "mean cos-sim" in row["reason"]
+  assert "n/a: mean cos-sim" in ablate_epsilon.format_table([row])
+  assert ablate_epsilon.finalists([row]) == []
+
+
+def test_ablate_gradient_ratio_and_cosine_against_independent_gradients():
+  import ablate_epsilon
+  import jax
+  import jax.numpy as jnp
+
+  from gmg_jax import gmg
+
+  rng = np.random.default_rng(1)
+  g = rng.normal(size=(12, 5))
+  assert ablate_epsilon.gradient_alignment(g, g) == pytest.approx((1.0, 1.0))
+  assert ablate_epsilon.gradient_alignment(-2 * g, g) == pytest.approx((2.0, -1.0))
+  ratio, cosine = ablate_epsilon.gradient_alignment(0 * g, g)
+  assert ratio == 0.0 and math.isnan(cosine)
+
+  x = rng.normal(size=(12, 3)).astype(np.float32)
+  # A shuffled image: GW finds a better coupling than I/n, so the certified gap has a gradient.
+  y = np.tanh(x @ rng.normal(size=(3, 6)))[rng.permutation(12)].astype(np.float32)
+  cost_x = gmg.cost_matrix(jnp.asarray(x), "sqeuclidean")
+
+  def dst(y):
+    return gmg.distortion(cost_x, gmg.cost_matrix(y, "sqeuclidean"))
+
+  def product_gap(y):
+    # The entropic gap at the product coupling (epsilon -> inf), plan held fixed: KL = 0 and
+    # E(ab^T) = 1/2 (mean C_X^2 + mean C_Y^2) - mean C_X mean C_Y.
+    cost_y = gmg.cost_matrix(y, "sqeuclidean")
+    energy = 0.5 * (jnp.mean(cost_x**2) + jnp.mean(cost_y**2)) - jnp.mean(cost_x) * jnp.mean(cost_y)
+    return dst(y) - energy
+
+  grad_dst = np.asarray(jax.grad(dst)(jnp.asarray(y)), np.float64)
+  expected = {}
+  for epsilon_0, estimator in ((0.01, "entropic"), (0.01, "certified"), (1e4, "entropic")):
+    if epsilon_0 == 1e4:
+      grad = jax.grad(product_gap)(jnp.asarray(y))
+    else:
+      grad = jax.grad(
+        lambda y, e=estimator: gmg.gromov_monge_gap(
+          x, y, cost="sqeuclidean", epsilon_0=0.01, init="product", estimator=e
+        )[0]
+      )(jnp.asarray(y))
+    grad = np.asarray(grad, np.float64)
+    norm = np.linalg.norm(grad)
+    expected[epsilon_0, estimator] = (
+      norm / np.linalg.norm(grad_dst),
+      grad.ravel() @ grad_dst.ravel() / (norm * np.linalg.norm(grad_dst)),
+    )
+  rows = ablate_epsilon.solver_table(
+    [(x, y)],
+    ["sqeuclidean"],
+    [0.01, 1e4],
+    "decoder",
+    inits=("product",),
+    estimators=("entropic", "certified"),
+  )
+  checked = [r for r in rows if (r["epsilon_0"], r["estimator"]) in expected]
+  assert len(checked) == 3
+  for r in checked:
+    assert r["identity_won"] == 0.0 or r["estimator"] == "entropic"
+    ratio, cosine = expected[r["epsilon_0"], r["estimator"]]
+    assert r["grad_ratio"] == pytest.approx(ratio, rel=2e-3, abs=1e-6)
+    assert r["grad_ratio"] > 1e-3 and r["grad_cos"] == pytest.approx(cosine, abs=2e-3)
