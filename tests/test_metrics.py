@@ -372,3 +372,92 @@ def test_modularity_explicitness_fast_close_to_exact(rng):
 def test_bad_mode_raises(rng):
   with pytest.raises(ValueError, match="mode"):
     metrics.mig(rng.standard_normal((10, 2)), _factors(rng, 10), mode="approx")
+
+
+def _explicitness_case(rng, name, dtype):
+  """Train/test codes and factors for one fast-vs-exact explicitness case."""
+  sizes = {"binary": (2, 3, 2), "many_classes": (25, 2), "constant_dim": (4, 3, 5)}.get(name, SIZES)
+  f_train, f_test = _factors(rng, 1200, sizes), _factors(rng, 600, sizes)
+  if name == "separable":
+    train, test = _perfect(f_train, rng), _perfect(f_test, rng)
+  elif name == "structured":  # axis-aligned, monotone, noisy enough to be imperfect
+    train = _perfect(f_train, rng) + rng.normal(0, 0.15, f_train.shape)
+    test = _perfect(f_test, rng) + rng.normal(0, 0.15, f_test.shape)
+  else:
+    mix = rng.standard_normal((len(sizes), 4))
+    train = f_train @ mix + rng.normal(0, 1.5, (1200, 4))
+    test = f_test @ mix + rng.normal(0, 1.5, (600, 4))
+  if name == "constant_dim":
+    train[:, 1], test[:, 1] = 0.5, 0.5
+  return train.astype(dtype), f_train, test.astype(dtype), f_test
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+  "name", ["noisy", "separable", "structured", "binary", "many_classes", "constant_dim"]
+)
+def test_explicitness_fast_equals_exact_per_factor(rng, name, dtype):
+  train, f_train, test, f_test = _explicitness_case(rng, name, dtype)
+  exact = metrics.explicitness(train, f_train, test, f_test)
+  fast = metrics.explicitness(train, f_train, test, f_test, mode="fast")
+  np.testing.assert_allclose(fast[0], exact[0], atol=1e-4)
+  np.testing.assert_allclose(fast[1], exact[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logistic_newton_reaches_the_sklearn_optimum(rng, dtype):
+  # Factors with 2, 3 and 12 classes (10,000 points: the fit goes through its warm starts),
+  # against sklearn run to a far tighter tolerance than its default, in float64 (on float32
+  # codes sklearn's L-BFGS works in float32 and stops short of the optimum).
+  factors = _factors(rng, 10000, (2, 3, 12))
+  codes = factors @ rng.standard_normal((3, 4)) + rng.normal(0, 2.0, (10000, 4))
+  codes = ((codes - codes.mean(0)) / codes.std(0)).astype(dtype)
+  labels, num_classes = linear.encode_labels(factors)
+  weights, bias, proba = linear.fit_logistic_regression(
+    codes, labels, num_classes, tolerance=1e-6, return_proba=True
+  )
+  reference = linear.logistic_predict_proba(weights, bias, codes, num_classes)
+  stacked = linear.logistic_proba_stacked(weights, bias, codes, num_classes)
+  np.testing.assert_allclose(stacked, proba, atol=1e-5)
+  np.testing.assert_allclose(stacked[0], reference[0][:, 1], atol=1e-5)  # binary: class 1
+  np.testing.assert_allclose(stacked[1:4].T, reference[1], atol=1e-5)
+  for k in range(3):
+    model = LogisticRegression(tol=1e-10, max_iter=10000).fit(codes.astype(float), factors[:, k])
+    np.testing.assert_allclose(reference[k], model.predict_proba(codes.astype(float)), atol=1e-5)
+    coef = model.coef_[0] if num_classes[k] == 2 else model.coef_.T
+    got = weights[k, :, 1] if num_classes[k] == 2 else weights[k, :, : num_classes[k]]
+    np.testing.assert_allclose(got, coef, atol=1e-4 * max(1.0, np.abs(coef).max()))
+
+
+def test_logistic_newton_warns_when_not_converged(rng):
+  factors = _factors(rng, 400, (3,))
+  codes = factors + rng.normal(0, 0.3, factors.shape)
+  labels, num_classes = linear.encode_labels(factors)
+  with pytest.warns(RuntimeWarning, match="did not reach gradient"):
+    linear.fit_logistic_regression(codes, labels, num_classes, num_iterations=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank_aucs_match_sklearn_with_ties(rng, dtype):
+  from sklearn.metrics import roc_auc_score
+
+  explicitness_module = importlib.import_module("gmg_jax.metrics.explicitness")
+  scores = rng.random((5, 400)).astype(dtype)
+  scores[1] = np.round(scores[1], 1)  # mixed ties
+  scores[2] = 0.25  # all tied
+  scores[3, :200] = 1.0  # a block of saturated scores, both classes in it
+  positive = rng.random((5, 400)) < 0.3
+  positive[4] = False  # no positives: no AUC
+  got = explicitness_module._rank_aucs(scores, positive)
+  expected = [roc_auc_score(p, s) for p, s in zip(positive[:4], scores[:4], strict=True)]
+  np.testing.assert_allclose(got[:4], expected, atol=1e-12)
+  assert np.isnan(got[4])
+
+
+def test_explicitness_fast_test_values_unseen_in_training(rng):
+  # A test value absent from training is a negative for every class (as in exact mode).
+  train, f_train, test, f_test = _explicitness_case(rng, "noisy", np.float32)
+  f_test[:50, 0] = 7
+  exact = metrics.explicitness(train, f_train, test, f_test)
+  fast = metrics.explicitness(train, f_train, test, f_test, mode="fast")
+  np.testing.assert_allclose(fast[1], exact[1], atol=1e-4)
