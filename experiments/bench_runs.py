@@ -24,18 +24,15 @@ import time
 
 import jax
 import numpy as np
+import studies  # experiments/ is not a package: the script's own directory.
 
 from gmg_jax import data, replicas, train_step
 from gmg_jax.config import get_config
 
+_MODEL = ("data.image_size", "model.arch", "model.mlp_hidden", "train.batch_size")
 SETTINGS = {
-  # The study setting (experiments/sweep.py SETTINGS["cpu32"]).
-  "mlp32": {
-    "data.image_size": 32,
-    "model.arch": "mlp",
-    "model.mlp_hidden": (256, 256),
-    "train.batch_size": 64,
-  },
+  # The studies' setting (experiments/studies.py CPU32): its data, model and batch.
+  "mlp32": {key: studies.CPU32[key] for key in _MODEL},
   # The paper's architecture at 64x64.
   "conv64": {"data.image_size": 64, "model.arch": "conv", "train.batch_size": 64},
 }

@@ -16,7 +16,7 @@ and trains the runs that differ only in their seed and in scalars a K-run may va
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 # The small CPU setting of the README's results: 32x32 images, the MLP VAE, Adam 1e-3, 1,000
@@ -41,6 +41,49 @@ CPU32: dict[str, Any] = {
 # Round 2's studies: CPU32 trained for 2,000 steps, 10 seeds per arm.
 CPU32_2K = {**CPU32, "train.num_steps": 2000, "eval.every_steps": 2000}
 TEN_SEEDS = range(10)
+
+
+# The GMG paper's grid (Uscidda et al. 2025), run by flags of experiments/sweep.py.
+OBJECTIVES = ("beta_vae", "beta_tcvae")  # The paper's grid.
+# Also selectable: the encoder-only objective (its regularizers go on the encoder only).
+ALL_OBJECTIVES = (*OBJECTIVES, "decoder_free")
+REGULARIZERS = ("dst", "gmg")
+COSTS = ("l2", "scl2", "cos")
+PLACEMENTS = ("encoder", "decoder")
+
+
+def grid_variants(
+  objectives: Sequence[str] = OBJECTIVES,
+  hfs: Sequence[bool] = (False, True),
+  regularizers: Sequence[str] = ("none", *REGULARIZERS),
+  costs: Sequence[str] = COSTS,
+  placements: Sequence[str] = PLACEMENTS,
+) -> list[str]:
+  """Config-string variants of the paper's grid, deduplicated, in a stable order.
+
+  Args:
+    objectives: base objectives.
+    hfs: whether to add the HFS term (False, True or both).
+    regularizers: "none", "dst", "gmg".
+    costs: costs of dst/gmg ("l2", "scl2", "cos"); ignored by "none".
+    placements: "encoder" / "decoder"; ignored by "none".
+
+  Returns:
+    Variants such as "beta_vae", "beta_vae,hfs,dst_cos_decoder".
+  """
+  variants: list[str] = []
+  for objective, with_hfs, regularizer in itertools.product(objectives, hfs, regularizers):
+    base = [objective] + (["hfs"] if with_hfs else [])
+    if regularizer == "none":
+      tails = [[]]
+    else:
+      usable = [on for on in placements if objective != "decoder_free" or on == "encoder"]
+      tails = [[f"{regularizer}_{cost}_{on}"] for cost in costs for on in usable]
+    for tail in tails:
+      variant = ",".join(base + tail)
+      if variant not in variants:
+        variants.append(variant)
+  return variants
 
 
 class Study(NamedTuple):

@@ -53,13 +53,6 @@ import studies  # noqa: E402
 
 from gmg_jax import replicas  # noqa: E402
 
-OBJECTIVES = ("beta_vae", "beta_tcvae")  # The paper's grid.
-# Also selectable: the encoder-only objective (its regularizers go on the encoder only).
-ALL_OBJECTIVES = (*OBJECTIVES, "decoder_free")
-REGULARIZERS = ("dst", "gmg")
-COSTS = ("l2", "scl2", "cos")
-PLACEMENTS = ("encoder", "decoder")
-
 
 def override(field: str, value: Any) -> str:
   """ "FIELD=VALUE" as `--config.FIELD=VALUE` takes it (a string as is, anything else its repr)."""
@@ -213,40 +206,6 @@ def programs(runs: Sequence[Run], max_replicas: int) -> list[Program]:
           found.append(Program(tuple(by_values[combo][s] for s in block)))
   order = {id(run): i for i, run in enumerate(runs)}
   return sorted(found, key=lambda p: (p.seeds[0], min(order[id(r)] for r in p.runs)))
-
-
-def grid_variants(
-  objectives: Sequence[str] = OBJECTIVES,
-  hfs: Sequence[bool] = (False, True),
-  regularizers: Sequence[str] = ("none", *REGULARIZERS),
-  costs: Sequence[str] = COSTS,
-  placements: Sequence[str] = PLACEMENTS,
-) -> list[str]:
-  """Config-string variants of the paper's grid, deduplicated, in a stable order.
-
-  Args:
-    objectives: base objectives.
-    hfs: whether to add the HFS term (False, True or both).
-    regularizers: "none", "dst", "gmg".
-    costs: costs of dst/gmg ("l2", "scl2", "cos"); ignored by "none".
-    placements: "encoder" / "decoder"; ignored by "none".
-
-  Returns:
-    Variants such as "beta_vae", "beta_vae,hfs,dst_cos_decoder".
-  """
-  variants: list[str] = []
-  for objective, with_hfs, regularizer in itertools.product(objectives, hfs, regularizers):
-    base = [objective] + (["hfs"] if with_hfs else [])
-    if regularizer == "none":
-      tails = [[]]
-    else:
-      usable = [on for on in placements if objective != "decoder_free" or on == "encoder"]
-      tails = [[f"{regularizer}_{cost}_{on}"] for cost in costs for on in usable]
-    for tail in tails:
-      variant = ",".join(base + tail)
-      if variant not in variants:
-        variants.append(variant)
-  return variants
 
 
 def expand(
@@ -513,11 +472,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     help="aggregated tables and plots go to <results>/<study>/",
   )
   p.add_argument("--seeds", default="0", help="e.g. 0,1,2 or 0-9")
-  p.add_argument("--objectives", default=",".join(OBJECTIVES))
+  p.add_argument("--objectives", default=",".join(studies.OBJECTIVES))
   p.add_argument("--hfs", default="no,yes", help="no, yes or no,yes")
   p.add_argument("--regularizers", default="none,dst,gmg")
-  p.add_argument("--costs", default=",".join(COSTS))
-  p.add_argument("--placements", default=",".join(PLACEMENTS))
+  p.add_argument("--costs", default=",".join(studies.COSTS))
+  p.add_argument("--placements", default=",".join(studies.PLACEMENTS))
   p.add_argument("--filter", default=None, help="regex on the config name (variant with '+')")
   p.add_argument("--setting", default="", choices=["", *SETTINGS], help="named override bundle")
   p.add_argument(
@@ -567,12 +526,12 @@ def runs_from_args(args: argparse.Namespace) -> list[Run]:
   if args.study in studies.STUDIES:
     return study_runs(studies.STUDIES[args.study], args.filter)
   hfs_values = {"no": False, "yes": True}
-  variants = grid_variants(
-    objectives=_axis(args.objectives, ALL_OBJECTIVES),
+  variants = studies.grid_variants(
+    objectives=_axis(args.objectives, studies.ALL_OBJECTIVES),
     hfs=[hfs_values[v] for v in _axis(args.hfs, tuple(hfs_values))],
-    regularizers=_axis(args.regularizers, ("none", *REGULARIZERS)),
-    costs=_axis(args.costs, COSTS),
-    placements=_axis(args.placements, PLACEMENTS),
+    regularizers=_axis(args.regularizers, ("none", *studies.REGULARIZERS)),
+    costs=_axis(args.costs, studies.COSTS),
+    placements=_axis(args.placements, studies.PLACEMENTS),
   )
   overrides = (*SETTINGS.get(args.setting, ()), *args.set)
   overrides_for = []

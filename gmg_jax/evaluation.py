@@ -23,7 +23,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from gmg_jax import gmg as gmg_lib
-from gmg_jax import loss_terms, objectives, sharding, viz
+from gmg_jax import gw, loss_terms, objectives, sharding, viz
 from gmg_jax import metrics as metrics_lib
 from gmg_jax.models import to_float
 from gmg_jax.writers import MetricWriter, read_jsonl, write_json_atomic
@@ -33,15 +33,8 @@ _NUM_PICTURE_IMAGES = 8
 _NUM_POSTERIOR_IMAGES = 512
 _NUM_TRAVERSAL_VALUES = 9
 _NUM_GIF_CODES = 4
-# entropic_gw_plan's solver budget fields of the regularizer config.
-_GW_SOLVER_FIELDS = (
-  "init",
-  "max_iterations",
-  "threshold",
-  "sinkhorn_max_iterations",
-  "sinkhorn_threshold",
-  "warm_start",
-)
+# The fields of the regularizer's GMG config that pick the solve (`gmg.entropic_gw_plan`).
+_GW_SOLVER_FIELDS = ("init", "solver", *gw.Budget._fields)
 
 
 def _per_dim_kl(mu: jax.Array, logvar: jax.Array) -> np.ndarray:
@@ -83,7 +76,7 @@ def _gw_plan_picture(
     logits = jax.jit(lambda z: vae.decode(z))(x)
     y = jax.nn.sigmoid(logits) if reg.target == "mean" else logits
   gmg_config = reg.gmg
-  solver = tuple((f, gmg_config[f]) for f in _GW_SOLVER_FIELDS)
+  solver = tuple((f, gmg_config[f]) for f in _GW_SOLVER_FIELDS if f in gmg_config)
   plan, converged = _gw_plan(
     x,
     y,

@@ -48,7 +48,7 @@ through the solver's ``while_loop`` and is cheaper than ott's own backward pass.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -312,13 +312,7 @@ def entropic_gw_plan_with_stats(
   *,
   init: Literal["both", "product", "identity"] = "both",
   solver: SolverName = "fused",
-  max_iterations: int = 50,
-  min_iterations: int = 5,
-  threshold: float = 1e-3,
-  sinkhorn_max_iterations: int = 1000,
-  sinkhorn_threshold: float = 1e-3,
-  inner_iterations: int = 10,
-  warm_start: bool = True,
+  **budget: Any,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
   """Entropic GW plan between two cost matrices with uniform weights.
 
@@ -347,13 +341,8 @@ def entropic_gw_plan_with_stats(
       Sinkhorn blocks; the default) or "ott" (ott-jax's ``GromovWasserstein``, the reference).
       Both run the same algorithm with the same stopping rules and return the same plan up to
       float32 round-off (tests/test_gw.py).
-    max_iterations: outer GW iterations cap.
-    min_iterations: outer GW iterations before convergence is checked.
-    threshold: outer convergence tolerance.
-    sinkhorn_max_iterations: inner Sinkhorn iterations cap.
-    sinkhorn_threshold: inner Sinkhorn marginal tolerance (below 1e-5 never converges in f32).
-    inner_iterations: Sinkhorn iterations between two checks of the marginal error.
-    warm_start: start each Sinkhorn solve from the previous potentials.
+    **budget: the solve's iteration budget and stopping rules, fields of `gmg_jax.gw.Budget`
+      (both solvers take them; a misspelled field raises TypeError).
 
   Returns:
     ``(plan [n, m], converged, outer iterations, epsilon used, Sinkhorn iterations of the outer
@@ -372,15 +361,7 @@ def entropic_gw_plan_with_stats(
   check_choice(solver, SOLVERS, "solver")
   if init != "product" and n != m:
     raise ValueError(f"init={init!r} needs equal batch sizes, got {n} and {m}.")
-  budget = dict(
-    max_iterations=max_iterations,
-    min_iterations=min_iterations,
-    threshold=threshold,
-    sinkhorn_max_iterations=sinkhorn_max_iterations,
-    sinkhorn_threshold=sinkhorn_threshold,
-    inner_iterations=inner_iterations,
-    warm_start=warm_start,
-  )
+  budget = gw.Budget(**budget)._asdict()
   solve_fn = _solve_fused if solver == "fused" else _solve_ott
 
   def solve(init_coupling: jax.Array) -> tuple[jax.Array, ...]:

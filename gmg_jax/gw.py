@@ -31,7 +31,7 @@ ott does (the initial solve at the start coupling is not one).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -131,19 +131,36 @@ def _sinkhorn_block(
   return f, g, plan, error, reg_cost
 
 
+class Budget(NamedTuple):
+  """The solve's iteration budget and stopping rules (module docstring): the defaults of every
+  caller (`gmg_jax.gmg`, the config, the evaluation's plan pictures).
+
+  Attributes:
+    max_iterations: outer GW iterations cap.
+    min_iterations: outer GW iterations before the GW rule is checked.
+    threshold: relative tolerance of the GW rule.
+    sinkhorn_max_iterations: Sinkhorn iterations cap per solve.
+    sinkhorn_threshold: L1 tolerance on the Sinkhorn plan's column marginal (below 1e-5 it never
+      converges in float32).
+    inner_iterations: Sinkhorn iterations per block (between two error checks).
+    warm_start: start each Sinkhorn solve from the previous one's potentials (else from 0).
+  """
+
+  max_iterations: int = 50
+  min_iterations: int = 5
+  threshold: float = 1e-3
+  sinkhorn_max_iterations: int = 1000
+  sinkhorn_threshold: float = 1e-3
+  inner_iterations: int = 10
+  warm_start: bool = True
+
+
 def solve(
   cost_xx: jax.Array,
   cost_yy: jax.Array,
   epsilon: jax.Array | float,
   init_coupling: jax.Array,
-  *,
-  max_iterations: int = 50,
-  min_iterations: int = 5,
-  threshold: float = 1e-3,
-  sinkhorn_max_iterations: int = 1000,
-  sinkhorn_threshold: float = 1e-3,
-  inner_iterations: int = 10,
-  warm_start: bool = True,
+  **budget: Any,
 ) -> GWResult:
   """Entropic GW between two cost matrices, uniform weights (module docstring).
 
@@ -152,28 +169,27 @@ def solve(
     cost_yy: [m, m] symmetric target costs.
     epsilon: absolute entropic regularization (ott's convention).
     init_coupling: [n, m] coupling the first linearization is taken at.
-    max_iterations: outer GW iterations cap.
-    min_iterations: outer GW iterations before the GW rule is checked.
-    threshold: relative tolerance of the GW rule.
-    sinkhorn_max_iterations: Sinkhorn iterations cap per solve.
-    sinkhorn_threshold: L1 tolerance on the Sinkhorn plan's column marginal.
-    inner_iterations: Sinkhorn iterations per block (between two error checks).
-    warm_start: start each Sinkhorn solve from the previous one's potentials (else from 0).
+    **budget: fields of `Budget` (the others keep its defaults).
 
   Returns:
     `GWResult`.
+
+  Raises:
+    TypeError: a keyword that is not a field of `Budget`.
+    ValueError: max_iterations or inner_iterations < 1.
   """
-  if max_iterations < 1 or inner_iterations < 1:
+  budget = Budget(**budget)
+  if budget.max_iterations < 1 or budget.inner_iterations < 1:
     raise ValueError(
-      f"max_iterations and inner_iterations must be >= 1, got {max_iterations} and "
-      f"{inner_iterations}."
+      f"max_iterations and inner_iterations must be >= 1, got {budget.max_iterations} and "
+      f"{budget.inner_iterations}."
     )
   cost_xx, cost_yy = jax.lax.stop_gradient(cost_xx), jax.lax.stop_gradient(cost_yy)
   epsilon = jax.lax.stop_gradient(jnp.asarray(epsilon, cost_xx.dtype))
   n, m = cost_xx.shape[0], cost_yy.shape[0]
   dtype = cost_xx.dtype
-  blocks_per_solve = math.ceil(sinkhorn_max_iterations / inner_iterations)
-  max_blocks = (max_iterations + 1) * blocks_per_solve
+  blocks_per_solve = math.ceil(budget.sinkhorn_max_iterations / budget.inner_iterations)
+  max_blocks = (budget.max_iterations + 1) * blocks_per_solve
 
   def cond(carry: tuple[jax.Array, _State]) -> jax.Array:
     blocks, state = carry
@@ -181,27 +197,29 @@ def solve(
 
   def body(carry: tuple[jax.Array, _State]) -> tuple[jax.Array, _State]:
     blocks, s = carry
-    f, g, plan, error, reg_cost = _sinkhorn_block(s.cost, s.f, s.g, epsilon, inner_iterations)
-    inner = s.inner + inner_iterations
-    solve_ok = error < sinkhorn_threshold
+    f, g, plan, error, reg_cost = _sinkhorn_block(
+      s.cost, s.f, s.g, epsilon, budget.inner_iterations
+    )
+    inner = s.inner + budget.inner_iterations
+    solve_ok = error < budget.sinkhorn_threshold
     # ott stops a solve on a non-finite error too (diverged).
-    finished = solve_ok | (inner >= sinkhorn_max_iterations) | ~jnp.isfinite(error)
+    finished = solve_ok | (inner >= budget.sinkhorn_max_iterations) | ~jnp.isfinite(error)
     is_outer = s.outer >= 0
     record = finished & is_outer
     last_costs = jnp.where(record, jnp.stack([s.last_costs[1], reg_cost]), s.last_costs)
     outer = jnp.where(finished, s.outer + 1, s.outer)
     inner_ok = jnp.where(record, s.inner_ok & solve_ok, s.inner_ok)
     # ott's GW rule, checked before each outer iteration once `outer` have run.
-    settled = (outer > 2) & jnp.isclose(last_costs[0], last_costs[1], rtol=threshold)
+    settled = (outer > 2) & jnp.isclose(last_costs[0], last_costs[1], rtol=budget.threshold)
     diverged = (outer > 2) & ~jnp.isfinite(last_costs[1])
-    stop_rule = (outer >= min_iterations) & (settled | diverged)
-    stop = finished & ((outer >= max_iterations) | stop_rule)
+    stop_rule = (outer >= budget.min_iterations) & (settled | diverged)
+    stop = finished & ((outer >= budget.max_iterations) | stop_rule)
     relinearize = finished & ~stop
 
     def next_solve(operands: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
       plan, f, g = operands
       cost = linearized_cost(cost_xx, cost_yy, plan)
-      if not warm_start:
+      if not budget.warm_start:
         f, g = jnp.zeros_like(f), jnp.zeros_like(g)
       return cost, f, g
 
@@ -214,7 +232,7 @@ def solve(
       g=g,
       plan=plan,
       inner=jnp.where(finished, 0, inner),
-      sinkhorn_iterations=s.sinkhorn_iterations + jnp.where(is_outer, inner_iterations, 0),
+      sinkhorn_iterations=s.sinkhorn_iterations + jnp.where(is_outer, budget.inner_iterations, 0),
       outer=outer,
       last_costs=last_costs,
       inner_ok=inner_ok,

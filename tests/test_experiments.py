@@ -52,7 +52,7 @@ _TINY = tuple(
 
 
 def _expected_paper_grid():
-  """The paper's grid written out independently of sweep.grid_variants."""
+  """The paper's grid written out independently of studies.grid_variants."""
   expected = set()
   for objective in ("beta_vae", "beta_tcvae"):
     for hfs in ("", ",hfs"):
@@ -65,7 +65,7 @@ def _expected_paper_grid():
 
 
 def test_grid_is_the_papers_exact_set_without_duplicates():
-  variants = sweep.grid_variants()
+  variants = studies.grid_variants()
   assert len(variants) == 2 * 2 * (1 + 2 * 3 * 2) == 52
   assert len(set(variants)) == len(variants)
   assert set(variants) == _expected_paper_grid()
@@ -76,7 +76,7 @@ def test_grid_is_the_papers_exact_set_without_duplicates():
 
 
 def test_every_variant_builds_the_config_it_names():
-  for variant in sweep.grid_variants():
+  for variant in studies.grid_variants():
     config = get_config(variant)
     tokens = variant.split(",")
     assert config.objective.name == tokens[0]
@@ -92,7 +92,7 @@ def test_every_variant_builds_the_config_it_names():
 
 
 def test_subsets_count_and_none_is_not_multiplied_by_cost_axes():
-  variants = sweep.grid_variants(
+  variants = studies.grid_variants(
     objectives=["beta_vae"], hfs=[False], costs=["cos"], placements=["encoder", "decoder"]
   )
   assert variants == [
@@ -102,9 +102,9 @@ def test_subsets_count_and_none_is_not_multiplied_by_cost_axes():
     "beta_vae,gmg_cos_encoder",
     "beta_vae,gmg_cos_decoder",
   ]
-  readme = sweep.grid_variants(objectives=["beta_vae"], hfs=[False], placements=["decoder"])
+  readme = studies.grid_variants(objectives=["beta_vae"], hfs=[False], placements=["decoder"])
   assert len(readme) == 7
-  runs = sweep.expand(sweep.grid_variants(), [0, 1], pattern=r"gmg_cos_decoder$")
+  runs = sweep.expand(studies.grid_variants(), [0, 1], pattern=r"gmg_cos_decoder$")
   assert sorted({r.variant for r in runs}) == [
     "beta_tcvae,gmg_cos_decoder",
     "beta_tcvae,hfs,gmg_cos_decoder",

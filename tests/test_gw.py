@@ -153,3 +153,10 @@ def test_linearized_cost_is_twice_the_energy_at_the_plan(rng):
 def test_solve_rejects_an_empty_budget():
   with pytest.raises(ValueError, match="inner_iterations"):
     gw.solve(jnp.ones((3, 3)), jnp.ones((3, 3)), 0.1, jnp.ones((3, 3)) / 9, inner_iterations=0)
+
+
+@pytest.mark.parametrize("solver", gmg.SOLVERS)
+def test_a_misspelled_budget_field_fails_for_both_solvers(solver):
+  costs = jnp.ones((3, 3)) - jnp.eye(3)
+  with pytest.raises(TypeError, match="max_iteration"):
+    gmg.entropic_gw_plan(costs, costs, 0.1, solver=solver, max_iteration=5)
