@@ -120,11 +120,15 @@ def product(
 def decoder_cpu32() -> Iterator[dict[str, Any]]:
   """beta-VAE vs + DST vs + GMG, cosine cost on the decoder (issue 16's decoder study).
 
-  DST at the round-1 weight 500 (lambda * DST ~ 8% of the loss); GMG's weight swept on its own.
+  DST at the round-1 weight 500 (lambda * DST ~ 8% of the loss). GMG's weight is swept on its
+  own at eps_0 = 0.1, and eps_0 at weight 500 over the solver ablation's finalists
+  (experiments/results/ablate_epsilon/README.md): 0.03, 0.1 and 0.3 (the product-coupling limit).
   """
+  gmg = ("beta_vae,gmg_cos_decoder",)
   yield from product(("beta_vae",))
   yield from product(("beta_vae,dst_cos_decoder",), regularizer__weight=(500,))
-  yield from product(("beta_vae,gmg_cos_decoder",), regularizer__weight=(100, 500, 2500))
+  yield from product(gmg, regularizer__weight=(100, 500, 2500), regularizer__gmg__epsilon_0=(0.1,))
+  yield from product(gmg, regularizer__weight=(500,), regularizer__gmg__epsilon_0=(0.03, 0.3))
 
 
 def decoder_free_cpu32() -> Iterator[dict[str, Any]]:
@@ -142,13 +146,19 @@ def _versus(a: str, b: str, weights: tuple[int, ...], b_weighted: bool = True):
   return tuple((f"{a}+weight={w}", f"{b}+weight={w}" if b_weighted else b) for w in weights)
 
 
+_GMG = "beta_vae+gmg_cos_decoder"
 STUDIES: dict[str, Study] = {
   "decoder_cpu32": Study(
     decoder_cpu32,
     compare=(
-      ("beta_vae+gmg_cos_decoder+weight=500", "beta_vae+dst_cos_decoder"),
-      *_versus("beta_vae+gmg_cos_decoder", "beta_vae", (100, 500, 2500), b_weighted=False),
       ("beta_vae+dst_cos_decoder", "beta_vae"),
+      *((f"{_GMG}+epsilon_0=0.1+weight={w}", "beta_vae") for w in (100, 500, 2500)),
+      *((f"{_GMG}+epsilon_0=0.1+weight={w}", "beta_vae+dst_cos_decoder") for w in (100, 500, 2500)),
+      *((f"{_GMG}+epsilon_0={e}+weight=500", "beta_vae") for e in (0.03, 0.3)),
+      *(
+        (f"{_GMG}+epsilon_0={e}+weight=500", f"{_GMG}+epsilon_0=0.1+weight=500")
+        for e in (0.03, 0.3)
+      ),
     ),
   ),
   "decoder_free_cpu32": Study(
