@@ -59,6 +59,9 @@ _REGULARIZER = re.compile(
 )
 
 
+_AXES = ("objective", "hfs", "regularizer", "cost", "placement", "values")
+
+
 def parse_name(name: str) -> dict[str, str]:
   """Axes of a config name such as "beta_tcvae+hfs+gmg_cos_decoder".
 
@@ -66,8 +69,8 @@ def parse_name(name: str) -> dict[str, str]:
     name: config-string variant with "+" (or ",") between tokens.
 
   Returns:
-    {"config", "objective", "hfs" ("yes"/"no"), "regularizer", "cost", "placement"}; cost and
-    placement are "-" where they do not apply.
+    {"config", "objective", "hfs" ("yes"/"no"), "regularizer", "cost", "placement", "values"
+    (the study's axes, e.g. "epsilon_0=0.1,weight=500")}; "-" where one does not apply.
   """
   tokens = [t for t in re.split(r"[+,]", name) if t]
   axes = {
@@ -77,6 +80,7 @@ def parse_name(name: str) -> dict[str, str]:
     "regularizer": "none",
     "cost": "-",
     "placement": "-",
+    "values": ",".join(t for t in tokens if "=" in t) or "-",
   }
   for token in tokens[1:]:
     match = _REGULARIZER.match(token)
@@ -202,9 +206,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list
     groups.setdefault(row["config"], []).append(row)
   summary = []
   for members in groups.values():
-    entry: dict[str, Any] = {
-      k: members[0][k] for k in ("config", "objective", "hfs", "regularizer", "cost", "placement")
-    }
+    entry: dict[str, Any] = {"config": members[0]["config"]}
+    entry.update({k: members[0].get(k, "-") for k in _AXES})
     entry["n"] = len(members)
     entry["seeds"] = sorted(int(m["seed"]) for m in members)
     for metric in metrics:
@@ -227,10 +230,10 @@ def format_cell(cell: tuple[float, float, int] | None) -> str:
 
 def markdown_table(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> str:
   """Markdown table of `summarize`'s output: axes, seeds, mean ± std per metric."""
-  header = ["objective", "hfs", "regularizer", "cost", "placement", "seeds", *metrics]
+  header = [*_AXES, "seeds", *metrics]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for entry in summary:
-    cells = [str(entry[k]) for k in ("objective", "hfs", "regularizer", "cost", "placement")]
+    cells = [str(entry[k]) for k in _AXES]
     cells.append(str(entry["n"]))
     cells += [format_cell(entry.get(m)) for m in metrics]
     lines.append("| " + " | ".join(cells) + " |")

@@ -171,7 +171,7 @@ def test_aggregation_means_stds_csv_markdown_and_plots(tmp_path):
   assert len(rows) == 5
   assert {float(r["dci/disentanglement"]) for r in rows} == {0.1, 0.2, 0.6, 0.5, 0.7}
   table = open(os.path.join(out, "results.md")).read()
-  assert "| beta_vae | no | none | - | - | 3 | 0.300 ± 0.265 |" in table
+  assert "| beta_vae | no | none | - | - | - | 3 | 0.300 ± 0.265 |" in table
   assert os.path.getsize(os.path.join(out, "dci_disentanglement.png")) > 1000
 
 
@@ -200,7 +200,10 @@ def test_single_seed_has_no_std_and_parse_name_reads_every_axis():
     "regularizer": "dst",
     "cost": "scl2",
     "placement": "encoder",
+    "values": "-",
   }
+  axes = aggregate.parse_name("beta_vae+gmg_cos_decoder+epsilon_0=0.1+weight=500")
+  assert (axes["regularizer"], axes["values"]) == ("gmg", "epsilon_0=0.1,weight=500")
 
 
 def test_the_seeds_of_a_configuration_train_as_programs_of_contiguous_seeds():
