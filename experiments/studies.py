@@ -123,12 +123,16 @@ def decoder_cpu32() -> Iterator[dict[str, Any]]:
   DST at the round-1 weight 500 (lambda * DST ~ 8% of the loss). GMG's weight is swept on its
   own at eps_0 = 0.1, and eps_0 at weight 500 over the solver ablation's finalists
   (experiments/results/ablate_epsilon/README.md): 0.03, 0.1 and 0.3 (the product-coupling limit).
+  The scaled squared Euclidean cost (ScL2) at its round-1 weight 4000, DST and GMG (eps_0 0.1).
   """
   gmg = ("beta_vae,gmg_cos_decoder",)
   yield from product(("beta_vae",))
   yield from product(("beta_vae,dst_cos_decoder",), regularizer__weight=(500,))
   yield from product(gmg, regularizer__weight=(100, 500, 2500), regularizer__gmg__epsilon_0=(0.1,))
   yield from product(gmg, regularizer__weight=(500,), regularizer__gmg__epsilon_0=(0.03, 0.3))
+  yield from product(
+    ("beta_vae,dst_scl2_decoder", "beta_vae,gmg_scl2_decoder"), regularizer__weight=(4000,)
+  )
 
 
 def decoder_free_cpu32() -> Iterator[dict[str, Any]]:
