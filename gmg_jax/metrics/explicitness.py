@@ -6,8 +6,9 @@ the macro one-vs-rest ROC-AUC of `LogisticRegression()` (sklearn defaults) train
 dims, standardized with the training mean and std (a constant code dim is only centred, where
 disentanglement_lib divides by its zero std and its LogisticRegression fails on the NaNs).
 `exact` fits sklearn per factor and scores with `roc_auc_score`; `fast` fits all factors' models
-in one L-BFGS run (`linear.fit_logistic_regression`) and computes every class's AUC from one
-argsort.
+to the same optimum by Newton steps (`linear.fit_logistic_regression`, converged to sklearn's
+gradient tolerance) and computes every class's AUC from one sort of float32 probabilities
+(`_rank_aucs`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _rank_aucs(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
   keys |= positive
   keys.sort(axis=1)
   num = keys.shape[1]
-  pos_count = positive.sum(axis=1).astype(np.float64)
+  pos_count = np.count_nonzero(positive, axis=1).astype(np.float64)
   neg_count = num - pos_count
   rank_sum = (keys & 1).astype(np.float64) @ np.arange(1.0, num + 1.0)
   rows, steps = np.nonzero(np.diff(keys, axis=1) == 1)
