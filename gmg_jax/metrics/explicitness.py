@@ -158,7 +158,11 @@ def explicitness(
   factors_train, factors_test = np.asarray(factors_train), np.asarray(factors_test)
   classes = [np.unique(column) for column in factors_train.T]
   if mode == "fast":
-    labels, num_classes = linear.encode_labels(factors_train)
+    # Class indices as `linear.encode_labels` gives them, from the classes found above.
+    labels = np.stack(
+      [_class_index(c, column) for c, column in zip(classes, factors_train.T, strict=True)], 1
+    )
+    num_classes = np.array([len(c) for c in classes])
     # Small matrix products: BLAS threads only contend for a shared CPU.
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
       weights, bias, proba_train = linear.fit_logistic_regression(
