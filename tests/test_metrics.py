@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 from gmg_jax import metrics
-from gmg_jax.metrics import gbt, linear
+from gmg_jax.metrics import gbt, linear, svc
 
 SIZES = (4, 3, 5)
 
@@ -269,7 +269,7 @@ def test_svc_solver_matches_liblinear(rng):
   factors = _factors(rng, 500, (4, 2))
   codes = factors + rng.normal(0, 0.7, factors.shape)
   labels, num_classes = linear.encode_labels(factors)
-  w, b = linear.fit_linear_svc_1d(codes, labels, num_classes)
+  w, b = svc.fit_linear_svc_1d(codes, labels, num_classes)
   for d, k in itertools.product(range(2), range(2)):
     model = LinearSVC(C=0.01, class_weight="balanced").fit(codes[:, d : d + 1], factors[:, k])
     cols = [1] if num_classes[k] == 2 else list(range(num_classes[k]))
@@ -283,7 +283,7 @@ def test_svc_accuracy_envelope_matches_argmax(rng):
   num_classes = np.array([5, 2])
   w, b = rng.standard_normal((2, 3, 5)), rng.standard_normal((2, 3, 5))
   w[0, 1, :] = w[0, 1, 0]  # parallel lines: no crossings on dim 1
-  accuracy = linear.linear_svc_1d_accuracy(w, b, x, labels, num_classes)
+  accuracy = svc.linear_svc_1d_accuracy(w, b, x, labels, num_classes)
   for d in range(3):
     multi = np.argmax(x[:, d : d + 1] * w[0, d] + b[0, d], axis=1)
     binary = x[:, d] * w[1, d, 1] + b[1, d, 1] > 0

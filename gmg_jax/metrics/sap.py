@@ -6,7 +6,7 @@ the mean over factors of the gap between the two best codes. For continuous fact
 the squared correlation (0 for a code of variance <= 1e-12).
 
 `exact` fits the D x K sklearn classifiers one by one; `fast` solves the same liblinear
-objective for all of them at once to its exact optimum (`linear.fit_linear_svc_1d`: Newton
+objective for all of them at once to its exact optimum (`svc.fit_linear_svc_1d`: Newton
 steps on the active set, whose sums come from prefix sums of each sorted code dim) and reads
 the test predictions off each classifier's upper envelope; its slopes agree with liblinear's
 to ~1e-5, so the accuracies differ only for a test point between the two decision points.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn import svm
 
-from gmg_jax.metrics import linear
+from gmg_jax.metrics import linear, svc
 from gmg_jax.metrics.information import check_mode
 
 
@@ -72,8 +72,8 @@ def sap_score_matrix(
       ],
       axis=1,
     )
-    w, b = linear.fit_linear_svc_1d(codes_train, labels, num_classes)
-    return linear.linear_svc_1d_accuracy(w, b, codes_test, test_labels, num_classes)
+    w, b = svc.fit_linear_svc_1d(codes_train, labels, num_classes)
+    return svc.linear_svc_1d_accuracy(w, b, codes_test, test_labels, num_classes)
   matrix = np.zeros([codes_train.shape[1], factors_train.shape[1]])
   for i in range(codes_train.shape[1]):
     for j in range(factors_train.shape[1]):
