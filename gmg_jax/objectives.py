@@ -65,7 +65,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from gmg_jax import gmg as gmg_lib
+from gmg_jax import regularizers
 from gmg_jax.loss_terms import (
   annealed_capacity,
   bernoulli_reconstruction,
@@ -386,16 +386,28 @@ def vae_loss(
     map_fn, map_x, out, to_y = lookup(REGULARIZED_MAPS, on, "regularizer.on")(
       model, ctx, regularizer_config.target
     )
-    value, reg_vjp, reg_aux = jax.vjp(
-      lambda o: regularizer_fn(map_fn, map_x, to_y(o), keys.regularizer), out, has_aux=True
-    )
-    if probe is not None:
-      # The solve is not repeated: the regularizer's output gradient is its own backward pass.
-      reg_grad = jax.lax.stop_gradient(reg_vjp(jnp.ones_like(value))[0])
-      cost = regularizer_config[regularizer_config.name].cost
-      cost_x = gmg_lib.cost_matrix(jax.lax.stop_gradient(map_x), cost)
-      dst_grad = jax.grad(lambda o: gmg_lib.distortion(cost_x, gmg_lib.cost_matrix(to_y(o), cost)))(
-        jax.lax.stop_gradient(out)
+    if probe is None:
+      value, reg_aux = regularizer_fn(map_fn, map_x, to_y(out), keys.regularizer)
+    else:
+      # One linearization of the regularizer (the solve is not repeated) gives, in one batched
+      # backward pass, its gradients w.r.t. the outputs and the map's inputs, and the gradient
+      # of its own distortion term w.r.t. the outputs (DST is the GMG's first term and the DST
+      # regularizer itself). The loss then takes the regularizer's first-order surrogate, equal
+      # in value and, by the chain rule through `out` and `map_x`, in its gradient w.r.t.
+      # every parameter, so the loss's own backward pass does not run the regularizer's again.
+      def value_and_distortion(o, x):
+        value, reg_aux = regularizer_fn(map_fn, x, to_y(o), keys.regularizer)
+        distortion = regularizers.distortion_term(regularizer_config.name, value, reg_aux)
+        return (value, distortion), reg_aux
+
+      (value, _), reg_vjp, reg_aux = jax.vjp(value_and_distortion, out, map_x, has_aux=True)
+      cotangents = (jnp.array([1.0, 0.0], value.dtype), jnp.array([0.0, 1.0], value.dtype))
+      out_grads, x_grads = jax.lax.stop_gradient(jax.vmap(reg_vjp)(cotangents))
+      reg_grad, dst_grad, x_grad = out_grads[0], out_grads[1], x_grads[0]
+      value = (
+        jax.lax.stop_gradient(value)
+        + jnp.vdot(reg_grad, out - jax.lax.stop_gradient(out))
+        + jnp.vdot(x_grad, map_x - jax.lax.stop_gradient(map_x))
       )
       aux.update(output_gradient_diagnostics(reg_grad, dst_grad))
       aux[OUTPUT_GRADIENT] = reg_grad

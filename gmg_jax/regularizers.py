@@ -89,6 +89,13 @@ def gmg(
   return value, aux
 
 
+def distortion_term(name: str, value: jax.Array, aux: dict[str, jax.Array]) -> jax.Array:
+  """The distortion DST of the batch, as computed (differentiably) by the GMG or DST regularizer
+  `name` that returned `(value, aux)`: the DST regularizer's value, the GMG's first term."""
+  check_choice(name, ("gmg", "dst"), "regularizer.name")
+  return value if name == "dst" else aux["gmg_distortion"]
+
+
 def dst(
   map_fn: Callable[[jax.Array], jax.Array],
   x: jax.Array,
