@@ -549,12 +549,13 @@ def write_results(root: str, out: str, study: str, traversals: int = 0) -> None:
   aggregate.write_results(root, out)
   if study in studies.STUDIES:
     spec = studies.STUDIES[study]
-    present = {name for name, _, _ in aggregate.run_dirs(root)}
-    pairs = [(a, b) for a, b in spec.compare if a in present and b in present]
+    rows = aggregate.collect(root)
+    evaluated = {row["config"] for row in rows}
+    pairs = [(a, b) for a, b in spec.compare if a in evaluated and b in evaluated]
     for a, b in sorted(set(spec.compare) - set(pairs)):
-      print(f"Not compared yet (an arm has no runs): {a} vs {b}")
+      print(f"Not compared yet (an arm has no evaluated run): {a} vs {b}")
     if pairs:
-      aggregate.write_paired(aggregate.collect(root), pairs, out, spec.metrics)
+      aggregate.write_paired(rows, pairs, out, spec.metrics)
   if traversals:
     write_traversals(root, out, traversals)
 

@@ -344,6 +344,30 @@ def test_a_study_is_checked_before_any_work(monkeypatch, capsys):
   assert "drop --seeds, --set or define a new study" in capsys.readouterr().err
 
 
+def test_a_partly_run_study_compares_the_arms_that_were_evaluated(tmp_path, monkeypatch, capsys):
+  root, out = str(tmp_path / "runs"), str(tmp_path / "out")
+  for seed, (a, b) in enumerate([(0.2, 0.1), (0.5, 0.3), (0.4, 0.4)]):
+    _write_run(root, "beta_vae", seed, {"mig": {"discrete_mig": b}})
+    _write_run(root, "beta_vae+gmg_cos_decoder+weight=1", seed, {"mig": {"discrete_mig": a}})
+  # An arm whose program is still training: its replica directory, no evaluation yet.
+  os.makedirs(os.path.join(root, "beta_vae+gmg_cos_decoder", "seeds_0-2", "weight=2,seed=0"))
+  study = studies.Study(
+    lambda: iter(()),
+    compare=(
+      ("beta_vae+gmg_cos_decoder+weight=1", "beta_vae"),
+      ("beta_vae+gmg_cos_decoder+weight=2", "beta_vae"),
+    ),
+    metrics=("mig/discrete_mig",),
+  )
+  monkeypatch.setitem(studies.STUDIES, "partial", study)
+  sweep.write_results(root, out, "partial")
+  with open(os.path.join(out, "paired.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["arm_a"], r["n"]) for r in rows] == [("beta_vae+gmg_cos_decoder+weight=1", "3")]
+  assert float(rows[0]["mean_diff"]) == pytest.approx((0.1 + 0.2 + 0.0) / 3)
+  assert "Not compared yet" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_sweep_cli_runs_a_real_tiny_study_as_one_program_then_skips_it(tmp_path, monkeypatch):
   setting = dict(o.split("=", 1) for o in _TINY)
