@@ -389,21 +389,25 @@ def vae_loss(
     if probe is None:
       value, reg_aux = regularizer_fn(map_fn, map_x, to_y(out), keys.regularizer)
     else:
-      # One linearization of the regularizer (the solve is not repeated) gives, in one batched
-      # backward pass, its gradients w.r.t. the outputs and the map's inputs, and the gradient
-      # of its own distortion term w.r.t. the outputs (DST is the GMG's first term and the DST
-      # regularizer itself). The loss then takes the regularizer's first-order surrogate, equal
-      # in value and, by the chain rule through `out` and `map_x`, in its gradient w.r.t.
-      # every parameter, so the loss's own backward pass does not run the regularizer's again.
+      # One linearization of the regularizer (the solve is not repeated) gives its gradients
+      # w.r.t. the outputs and the map's inputs; for the GMG a second backward pass from the
+      # same forward gives its own distortion term's gradient w.r.t. the outputs (DST is the
+      # GMG's first term, and the DST regularizer itself). The loss then takes the regularizer's
+      # first-order surrogate, equal in value and, by the chain rule through `out` and `map_x`,
+      # in its gradient w.r.t. every parameter, so the loss's own backward pass does not run
+      # the regularizer's again.
       def value_and_distortion(o, x):
         value, reg_aux = regularizer_fn(map_fn, x, to_y(o), keys.regularizer)
         distortion = regularizers.distortion_term(regularizer_config.name, value, reg_aux)
         return (value, distortion), reg_aux
 
       (value, _), reg_vjp, reg_aux = jax.vjp(value_and_distortion, out, map_x, has_aux=True)
-      cotangents = (jnp.array([1.0, 0.0], value.dtype), jnp.array([0.0, 1.0], value.dtype))
-      out_grads, x_grads = jax.lax.stop_gradient(jax.vmap(reg_vjp)(cotangents))
-      reg_grad, dst_grad, x_grad = out_grads[0], out_grads[1], x_grads[0]
+      one, zero = jnp.ones_like(value), jnp.zeros_like(value)
+      reg_grad, x_grad = jax.lax.stop_gradient(reg_vjp((one, zero)))
+      if regularizer_config.name == "dst":
+        dst_grad = reg_grad
+      else:
+        dst_grad = jax.lax.stop_gradient(reg_vjp((zero, one))[0])
       value = (
         jax.lax.stop_gradient(value)
         + jnp.vdot(reg_grad, out - jax.lax.stop_gradient(out))
