@@ -124,14 +124,16 @@ def decoder_cpu32() -> Iterator[dict[str, Any]]:
   own at eps_0 = 0.1, and eps_0 at weight 500 over the solver ablation's finalists
   (experiments/results/ablate_epsilon/README.md): 0.03, 0.1 and 0.3 (the product-coupling limit).
   The scaled squared Euclidean cost (ScL2) at its round-1 weight 4000, DST and GMG (eps_0 0.1).
+  Every GMG arm names its eps_0: the arms ran before the default became 0.03.
   """
   gmg = ("beta_vae,gmg_cos_decoder",)
   yield from product(("beta_vae",))
   yield from product(("beta_vae,dst_cos_decoder",), regularizer__weight=(500,))
   yield from product(gmg, regularizer__weight=(100, 500, 2500), regularizer__gmg__epsilon_0=(0.1,))
   yield from product(gmg, regularizer__weight=(500,), regularizer__gmg__epsilon_0=(0.03, 0.3))
+  yield from product(("beta_vae,dst_scl2_decoder",), regularizer__weight=(4000,))
   yield from product(
-    ("beta_vae,dst_scl2_decoder", "beta_vae,gmg_scl2_decoder"), regularizer__weight=(4000,)
+    ("beta_vae,gmg_scl2_decoder",), regularizer__weight=(4000,), regularizer__gmg__epsilon_0=(0.1,)
   )
 
 
@@ -139,9 +141,11 @@ def decoder_free_cpu32() -> Iterator[dict[str, Any]]:
   """Encoder only: prior matching alone vs + DST vs + GMG on the encoder (cosine cost), each
   regularizer at weights 30, 100 and 300."""
   yield from product(("decoder_free",))
+  yield from product(("decoder_free,dst_cos_encoder",), regularizer__weight=(30, 100, 300))
   yield from product(
-    ("decoder_free,dst_cos_encoder", "decoder_free,gmg_cos_encoder"),
+    ("decoder_free,gmg_cos_encoder",),
     regularizer__weight=(30, 100, 300),
+    regularizer__gmg__epsilon_0=(0.1,),  # The arms ran before the default became 0.03.
   )
 
 
@@ -163,6 +167,11 @@ STUDIES: dict[str, Study] = {
         (f"{_GMG}+epsilon_0={e}+weight=500", f"{_GMG}+epsilon_0=0.1+weight=500")
         for e in (0.03, 0.3)
       ),
+      ("beta_vae+dst_scl2_decoder", "beta_vae"),
+      ("beta_vae+gmg_scl2_decoder", "beta_vae"),
+      ("beta_vae+gmg_scl2_decoder", "beta_vae+dst_scl2_decoder"),
+      (f"{_GMG}+epsilon_0=0.1+weight=500", "beta_vae+gmg_scl2_decoder"),
+      ("beta_vae+dst_cos_decoder", "beta_vae+dst_scl2_decoder"),
     ),
   ),
   "decoder_free_cpu32": Study(
