@@ -7,7 +7,7 @@
 
 Each variant is the full jitted train step (data drawn on the device, loss, gradients, Adam
 update, non-finite guard) on the procedural Shapes3D-like set, with the config's defaults
-(GMG: epsilon_0 0.1, product start) unless `--epsilon_0` is given. Every GMG variant runs once
+(GMG: epsilon_0 0.03, product start) unless `--epsilon_0` is given. Every GMG variant runs once
 per GW solver in `--solvers` (`gmg_cos_decoder[ott]`, ...). Each variant first trains
 `--warmup` untimed steps (the GW solve needs more iterations once the networks have trained than
 at initialization). Variants are timed round-robin (one step of each in turn, repeated) so that
