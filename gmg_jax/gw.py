@@ -132,8 +132,8 @@ def _sinkhorn_block(
 
 
 class Budget(NamedTuple):
-  """The solve's iteration budget and stopping rules (module docstring): the defaults of every
-  caller (`gmg_jax.gmg`, the config, the evaluation's plan pictures).
+  """The solve's iteration budget and stopping rules (module docstring), and their defaults for
+  every caller (`gmg_jax.gmg`, the evaluation's plan pictures; the config states the same values).
 
   Attributes:
     max_iterations: outer GW iterations cap.
