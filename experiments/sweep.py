@@ -77,11 +77,11 @@ def _number(text: str) -> float | None:
 
 
 def _token(item: str) -> str:
-  """The name token of a "FIELD=VALUE" override: its last field component and its value, a
-  number formatted like `replicas.replica_name` (e.g. "weight=500")."""
+  """The name token of a "FIELD=VALUE" override, as a replica's directory names it
+  (`replicas.value_token`, e.g. "weight=500")."""
   field, value = item.split("=", 1)
   number = _number(value)
-  return f"{field.rsplit('.', 1)[-1]}={value if number is None else f'{number:g}'}"
+  return replicas.value_token(field, value if number is None else number)
 
 
 @dataclasses.dataclass(frozen=True)

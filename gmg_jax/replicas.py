@@ -111,11 +111,15 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
   config[leaf] = value
 
 
+def value_token(field: str, value: float | str) -> str:
+  """ "LEAF=VALUE" of a field's value in names: its last component (unique among
+  VARIABLE_FIELDS) and a number formatted with "g" (e.g. "weight=300")."""
+  return f"{field.rsplit('.', 1)[-1]}={value if isinstance(value, str) else format(value, 'g')}"
+
+
 def replica_name(seed: int, values: dict[str, float]) -> str:
-  """The directory name of a replica, e.g. "weight=300,seed=1" (fields by their last component,
-  which is unique among VARIABLE_FIELDS; values formatted with "g")."""
-  parts = [f"{field.rsplit('.', 1)[-1]}={value:g}" for field, value in values.items()]
-  return ",".join([*parts, f"seed={seed}"])
+  """The directory name of a replica, e.g. "weight=300,seed=1" (`value_token`s, then the seed)."""
+  return ",".join([*(value_token(f, v) for f, v in values.items()), f"seed={seed}"])
 
 
 def expand(config: ml_collections.ConfigDict) -> list[Replica]:
