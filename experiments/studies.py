@@ -135,6 +135,14 @@ def decoder_cpu32() -> Iterator[dict[str, Any]]:
   yield from product(
     ("beta_vae,gmg_scl2_decoder",), regularizer__weight=(4000,), regularizer__gmg__epsilon_0=(0.1,)
   )
+  # Placement: GMG and DST on the encoder means, at the weights whose gradient share on the
+  # encoder (1.4% and 9% after 600 steps) matches GMG's on the decoder at 500 and 2500 (1.6% and
+  # 12%); GMG on the decoder at 2500 with the new eps_0 for the pair at the larger share.
+  yield from product(gmg, regularizer__weight=(2500,), regularizer__gmg__epsilon_0=(0.03,))
+  yield from product(
+    ("beta_vae,gmg_cos_encoder",), regularizer__weight=(100, 1000), regularizer__gmg__epsilon_0=(0.03,)
+  )
+  yield from product(("beta_vae,dst_cos_encoder",), regularizer__weight=(100, 1000))
 
 
 def decoder_free_cpu32() -> Iterator[dict[str, Any]]:
@@ -172,6 +180,15 @@ STUDIES: dict[str, Study] = {
       ("beta_vae+gmg_scl2_decoder", "beta_vae+dst_scl2_decoder"),
       (f"{_GMG}+epsilon_0=0.1+weight=500", "beta_vae+gmg_scl2_decoder"),
       ("beta_vae+dst_cos_decoder", "beta_vae+dst_scl2_decoder"),
+      (f"{_GMG}+epsilon_0=0.03+weight=2500", "beta_vae"),
+      (f"{_GMG}+epsilon_0=0.03+weight=2500", f"{_GMG}+epsilon_0=0.03+weight=500"),
+      *_versus("beta_vae+gmg_cos_encoder", "beta_vae", (100, 1000), b_weighted=False),
+      *_versus("beta_vae+dst_cos_encoder", "beta_vae", (100, 1000), b_weighted=False),
+      *_versus("beta_vae+gmg_cos_encoder", "beta_vae+dst_cos_encoder", (100, 1000)),
+      *(
+        (f"{_GMG}+epsilon_0=0.03+weight={d}", f"beta_vae+gmg_cos_encoder+weight={e}")
+        for d, e in ((500, 100), (2500, 1000))
+      ),
     ),
   ),
   "decoder_free_cpu32": Study(
