@@ -140,7 +140,9 @@ def decoder_cpu32() -> Iterator[dict[str, Any]]:
   # 12%); GMG on the decoder at 2500 with the new eps_0 for the pair at the larger share.
   yield from product(gmg, regularizer__weight=(2500,), regularizer__gmg__epsilon_0=(0.03,))
   yield from product(
-    ("beta_vae,gmg_cos_encoder",), regularizer__weight=(100, 1000), regularizer__gmg__epsilon_0=(0.03,)
+    ("beta_vae,gmg_cos_encoder",),
+    regularizer__weight=(100, 1000),
+    regularizer__gmg__epsilon_0=(0.03,),
   )
   yield from product(("beta_vae,dst_cos_encoder",), regularizer__weight=(100, 1000))
 
