@@ -52,7 +52,17 @@ MAIN_METRICS = (
   "sap/sap",
   "modularity_explicitness/modularity",
 )
-TRAIN_COLUMNS = ("train/reconstruction", "train/regularizer/gmg_identity_won")
+# The trainer's train_summary.json medians of the regularizer's output-gradient diagnostics.
+_GRADIENT_SUMMARY = (
+  "median_regularizer_share",
+  "median_regularizer_to_distortion",
+  "median_cosine_to_distortion",
+)
+TRAIN_COLUMNS = (
+  "train/reconstruction",
+  *(f"train/{k}" for k in _GRADIENT_SUMMARY),
+  "train/regularizer/gmg_identity_won",
+)
 PLOT_METRICS = ("dci/disentanglement", "mig/discrete_mig")
 _REGULARIZER = re.compile(
   r"^(dst|gmg)_(l2|scl2|cos)_(encoder|decoder)$|^(jacobian)_(encoder|decoder)$"
@@ -103,7 +113,14 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
   return flat
 
 
-def _train_diagnostics(path: str) -> dict[str, float]:
+def _train_diagnostics(run_dir: str) -> dict[str, float]:
+  """Last logged loss terms, mean regularizer logs, and the train_summary.json gradient medians."""
+  out = {}
+  summary = os.path.join(run_dir, "train_summary.json")
+  if os.path.exists(summary):
+    with open(summary, encoding="utf-8") as f:
+      out = {f"train/{k}": float(v) for k, v in json.load(f).items() if k in _GRADIENT_SUMMARY}
+  path = os.path.join(run_dir, "metrics.jsonl")
   records = []
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -113,12 +130,12 @@ def _train_diagnostics(path: str) -> dict[str, float]:
         except json.JSONDecodeError:
           continue  # A line cut by a kill.
   if not records:
-    return {}
-  out = {
-    f"train/{k}": float(records[-1][k])
+    return out
+  out.update(
+    (f"train/{k}", float(records[-1][k]))
     for k in ("reconstruction", "kl", "loss")
     if k in records[-1]
-  }
+  )
   keys = sorted({k for r in records for k in r if k.startswith("regularizer/")})
   for key in keys:
     values = [float(r[key]) for r in records if key in r]
@@ -178,7 +195,7 @@ def collect(root: str) -> list[dict[str, Any]]:
       record = json.load(f)
     row: dict[str, Any] = {**parse_name(name), "seed": seed, "step": int(record.get("step", -1))}
     row.update(flatten({k: v for k, v in record.items() if k not in ("step", "sources")}))
-    row.update(_train_diagnostics(os.path.join(run_dir, "metrics.jsonl")))
+    row.update(_train_diagnostics(run_dir))
     rows.append(row)
   # A seed evaluated in two places (a run of its own stopped midway, then finished as a program's
   # replica) counts once, at its latest step.

@@ -156,6 +156,10 @@ def test_aggregation_means_stds_csv_markdown_and_plots(tmp_path):
         },
       )
   os.makedirs(os.path.join(root, "beta_vae", "seed_9"))  # unfinished run: no metrics.json
+  for seed, share in enumerate([0.01, 0.03]):  # The trainer's gradient medians of the GMG runs.
+    path = os.path.join(root, "beta_vae+gmg_cos_decoder", f"seed_{seed}", "train_summary.json")
+    with open(path, "w") as f:
+      json.dump({"median_regularizer_share": share, "negligible": False}, f)
   summary = aggregate.write_results(root, out)
   by_config = {s["config"]: s for s in summary}
   mean, std, n = by_config["beta_vae"]["dci/disentanglement"]
@@ -166,6 +170,11 @@ def test_aggregation_means_stds_csv_markdown_and_plots(tmp_path):
   assert (n, mean, std) == (2, pytest.approx(1.2), pytest.approx(math.sqrt(0.08)))
   gmg = by_config["beta_vae+gmg_cos_decoder"]
   assert (gmg["regularizer"], gmg["cost"], gmg["placement"]) == ("gmg", "cos", "decoder")
+  assert gmg["train/median_regularizer_share"][:2] == (
+    pytest.approx(0.02),
+    pytest.approx(0.02**0.5 / 10),
+  )
+  assert "train/median_regularizer_share" not in by_config["beta_vae"]
   with open(os.path.join(out, "results.csv")) as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 5
