@@ -118,13 +118,14 @@ def product(
 
 
 def decoder_cpu32() -> Iterator[dict[str, Any]]:
-  """beta-VAE vs + DST vs + GMG, cosine cost on the decoder (issue 16's decoder study).
+  """beta-VAE vs + DST vs + GMG with a decoder: cost, weight, eps_0 and placement (issue 16).
 
   DST at the round-1 weight 500 (lambda * DST ~ 8% of the loss). GMG's weight is swept on its
   own at eps_0 = 0.1, and eps_0 at weight 500 over the solver ablation's finalists
   (experiments/results/ablate_epsilon/README.md): 0.03, 0.1 and 0.3 (the product-coupling limit).
   The scaled squared Euclidean cost (ScL2) at its round-1 weight 4000, DST and GMG (eps_0 0.1).
-  Every GMG arm names its eps_0: the arms ran before the default became 0.03.
+  Every GMG arm names its eps_0 and weight: they ran before the defaults changed. Then the
+  encoder placement and beta-TCVAE (comments below).
   """
   gmg = ("beta_vae,gmg_cos_decoder",)
   yield from product(("beta_vae",))
@@ -145,6 +146,11 @@ def decoder_cpu32() -> Iterator[dict[str, Any]]:
     regularizer__gmg__epsilon_0=(0.03,),
   )
   yield from product(("beta_vae,dst_cos_encoder",), regularizer__weight=(100, 1000))
+  # beta-TCVAE (beta 6) alone and with GMG Cos on the decoder at the defaults (500, eps_0 0.03).
+  yield from product(("beta_tcvae",))
+  yield from product(
+    ("beta_tcvae,gmg_cos_decoder",), regularizer__weight=(500,), regularizer__gmg__epsilon_0=(0.03,)
+  )
 
 
 def decoder_free_cpu32() -> Iterator[dict[str, Any]]:
@@ -191,6 +197,7 @@ STUDIES: dict[str, Study] = {
         (f"{_GMG}+epsilon_0=0.03+weight={d}", f"beta_vae+gmg_cos_encoder+weight={e}")
         for d, e in ((500, 100), (2500, 1000))
       ),
+      ("beta_tcvae+gmg_cos_decoder", "beta_tcvae"),
     ),
   ),
   "decoder_free_cpu32": Study(
