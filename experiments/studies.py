@@ -146,6 +146,12 @@ def decoder_cpu32() -> Iterator[dict[str, Any]]:
     regularizer__gmg__epsilon_0=(0.03,),
   )
   yield from product(("beta_vae,dst_cos_encoder",), regularizer__weight=(100, 1000))
+  # The L2 cost on the decoder at its calibrated defaults (~1.5% of the output gradient,
+  # experiments/results/calibrate_weight/README.md).
+  yield from product(
+    ("beta_vae,gmg_l2_decoder",), regularizer__weight=(4e-3,), regularizer__gmg__epsilon_0=(0.03,)
+  )
+  yield from product(("beta_vae,dst_l2_decoder",), regularizer__weight=(2e-5,))
   # beta-TCVAE (beta 6) alone and with GMG Cos on the decoder at the defaults (500, eps_0 0.03).
   yield from product(("beta_tcvae",))
   yield from product(
@@ -198,6 +204,11 @@ STUDIES: dict[str, Study] = {
         for d, e in ((500, 100), (2500, 1000))
       ),
       ("beta_tcvae+gmg_cos_decoder", "beta_tcvae"),
+      ("beta_vae+gmg_l2_decoder", "beta_vae"),
+      ("beta_vae+dst_l2_decoder", "beta_vae"),
+      ("beta_vae+gmg_l2_decoder", "beta_vae+dst_l2_decoder"),
+      (f"{_GMG}+epsilon_0=0.03+weight=500", "beta_vae+gmg_l2_decoder"),
+      ("beta_vae+dst_cos_decoder", "beta_vae+dst_l2_decoder"),
     ),
   ),
   "decoder_free_cpu32": Study(
