@@ -104,7 +104,7 @@ def table(config: str, rows: dict[float, dict[str, object]], target: float) -> s
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--config", required=True, help="FILE:VARIANTS with a gmg_* or dst_* variant")
-  p.add_argument("--weights", required=True, type=parse_weights, help="e.g. 10,100,1000")
+  p.add_argument("--weights", required=True, help="e.g. 10,100,1000")
   p.add_argument("--workdir", required=True, help="the K-run's workdir (resumable)")
   p.add_argument("--setting", default="", choices=["", *sweep.SETTINGS])
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
@@ -115,6 +115,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.seeds < 1 or args.steps < 1 or not 0.0 < args.target < 1.0:
     p.error("--seeds and --steps must be >= 1 and --target in (0, 1).")
+  try:
+    args.weights = parse_weights(args.weights)
+  except ValueError as error:
+    p.error(str(error))
   return args
 
 
@@ -122,7 +126,10 @@ def _check_config(spec: str, overrides: Sequence[str]) -> None:
   """Fails before any work unless the config trains a GMG or DST regularizer."""
   config_file, _, variant = spec.partition(":")
   run = sweep.Run(variant=variant, seed=0, overrides=tuple(overrides))
-  config = sweep.load_config(config_file, run)
+  try:
+    config = sweep.load_config(config_file, run)
+  except (OSError, ValueError, KeyError) as error:
+    raise SystemExit(f"--config={spec}: {error}") from None
   if config.regularizer.name not in ("gmg", "dst"):
     raise SystemExit(
       f"--config={spec}: regularizer {config.regularizer.name!r} logs no gradient share; add a "

@@ -66,11 +66,21 @@ def test_bad_weight_grids_are_refused(text, message):
   assert calibrate_weight.parse_weights("1e3,10") == [10.0, 1000.0]
 
 
-def test_a_config_without_gmg_or_dst_fails_before_any_work(tmp_path):
+def test_bad_arguments_fail_before_any_work_and_name_the_problem(tmp_path, capsys):
   workdir = tmp_path / "w"
-  args = ["--config=configs/default.py:runlocal,tiny", "--weights=1,2", f"--workdir={workdir}"]
+
+  def main(config, weights="1,2"):
+    calibrate_weight.main([f"--config={config}", f"--weights={weights}", f"--workdir={workdir}"])
+
   with pytest.raises(SystemExit, match="add a gmg_\\* or dst_\\* variant"):
-    calibrate_weight.main(args)
+    main("configs/default.py:runlocal,tiny")
+  with pytest.raises(SystemExit, match="Unknown config variant 'gmg_cos_decodr'"):
+    main("configs/default.py:runlocal,gmg_cos_decodr")
+  with pytest.raises(SystemExit, match="No such file"):
+    main("configs/nowhere.py:gmg_cos_decoder")
+  with pytest.raises(SystemExit):  # argparse: exit 2 with the message on stderr.
+    main("configs/default.py:gmg_cos_decoder", weights="1,-1")
+  assert "give one or more finite weights > 0" in capsys.readouterr().err
   assert not workdir.exists()
 
 
