@@ -53,14 +53,14 @@ MAIN_METRICS = (
   "modularity_explicitness/modularity",
 )
 # The trainer's train_summary.json medians of the regularizer's output-gradient diagnostics.
-_GRADIENT_SUMMARY = (
+GRADIENT_SUMMARY = (
   "median_regularizer_share",
   "median_regularizer_to_distortion",
   "median_cosine_to_distortion",
 )
 TRAIN_COLUMNS = (
   "train/reconstruction",
-  *(f"train/{k}" for k in _GRADIENT_SUMMARY),
+  *(f"train/{k}" for k in GRADIENT_SUMMARY),
   "train/regularizer/gmg_identity_won",
 )
 PLOT_METRICS = ("dci/disentanglement", "mig/discrete_mig")
@@ -119,7 +119,7 @@ def _train_diagnostics(run_dir: str) -> dict[str, float]:
   summary = os.path.join(run_dir, "train_summary.json")
   if os.path.exists(summary):
     with open(summary, encoding="utf-8") as f:
-      out = {f"train/{k}": float(v) for k, v in json.load(f).items() if k in _GRADIENT_SUMMARY}
+      out = {f"train/{k}": float(v) for k, v in json.load(f).items() if k in GRADIENT_SUMMARY}
   path = os.path.join(run_dir, "metrics.jsonl")
   records = []
   if os.path.exists(path):

@@ -31,14 +31,11 @@ from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sweep  # noqa: E402  (experiments/ is not a package)
+from aggregate import GRADIENT_SUMMARY  # noqa: E402
 
 from gmg_jax.atomic import atomic_write  # noqa: E402
 
-_SUMMARY = (
-  ("share", "median_regularizer_share"),
-  ("to_distortion", "median_regularizer_to_distortion"),
-  ("cosine", "median_cosine_to_distortion"),
-)
+_SHARE = "median_regularizer_share"
 
 
 def parse_weights(text: str) -> list[float]:
@@ -65,7 +62,8 @@ def suggest(shares: dict[float, float], target: float) -> float:
 
 
 def summarize(workdir: str) -> dict[float, dict[str, object]]:
-  """Per weight: the medians over its replicas of the train_summary.json fields, and failures."""
+  """Per weight: the medians over its replicas of their train_summary.json `GRADIENT_SUMMARY`
+  fields, and the seeds of failed replicas ("failed")."""
   with open(os.path.join(workdir, "replicas.json"), encoding="utf-8") as f:
     listed = json.load(f)["replicas"]
   rows: dict[float, dict[str, list]] = {}
@@ -76,10 +74,13 @@ def summarize(workdir: str) -> dict[float, dict[str, object]]:
       continue
     with open(os.path.join(replica["workdir"], "train_summary.json"), encoding="utf-8") as f:
       summary = json.load(f)
-    for key, field in _SUMMARY:
-      row.setdefault(key, []).append(summary[field])
+    for field in GRADIENT_SUMMARY:
+      row.setdefault(field, []).append(summary[field])
   return {
-    w: {"failed": row["failed"], **{k: statistics.median(row[k]) for k, _ in _SUMMARY if k in row}}
+    w: {
+      "failed": row["failed"],
+      **{k: statistics.median(row[k]) for k in GRADIENT_SUMMARY if k in row},
+    }
     for w, row in sorted(rows.items())
   }
 
@@ -94,9 +95,9 @@ def table(config: str, rows: dict[float, dict[str, object]], target: float) -> s
     "|---|---|---|---|---|",
   ]
   for w, row in rows.items():
-    cells = [f"{row[k]:.4g}" if k in row else "-" for k, _ in _SUMMARY]
+    cells = [f"{row[k]:.4g}" if k in row else "-" for k in GRADIENT_SUMMARY]
     lines.append(f"| {w:g} | {' | '.join(cells)} | {row['failed'] or '-'} |")
-  shares = {w: row["share"] for w, row in rows.items() if "share" in row}
+  shares = {w: row[_SHARE] for w, row in rows.items() if _SHARE in row}
   lines += ["", f"Target share {target:g}: weight ~{suggest(shares, target):.3g}."]
   return "\n".join(lines) + "\n"
 

@@ -103,8 +103,12 @@ def test_the_table_takes_medians_over_seeds_and_names_failed_seeds(tmp_path):
     replicas.append({"seed": seed, "values": values, "failure": failure, "workdir": str(workdir)})
   (tmp_path / "replicas.json").write_text(json.dumps({"replicas": replicas}))
   rows = calibrate_weight.summarize(str(tmp_path))
-  assert rows[10.0]["share"] == pytest.approx(0.02) and rows[10.0]["failed"] == []
-  assert rows[10.0]["to_distortion"] == pytest.approx(0.04)
-  assert rows[100.0]["share"] == pytest.approx(0.2) and rows[100.0]["failed"] == [1]
+  assert (
+    rows[10.0]["median_regularizer_share"] == pytest.approx(0.02) and rows[10.0]["failed"] == []
+  )
+  assert rows[10.0]["median_regularizer_to_distortion"] == pytest.approx(0.04)
+  assert rows[100.0]["median_regularizer_share"] == pytest.approx(0.2) and rows[100.0][
+    "failed"
+  ] == [1]
   report = calibrate_weight.table("X", rows, 0.02)
   assert "| 100 | 0.2 | 0.4 | 0.5 | [1] |" in report and "weight ~10." in report
