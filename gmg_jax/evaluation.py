@@ -59,8 +59,37 @@ def _gw_plan(
   return plan, converged
 
 
+@functools.lru_cache(maxsize=16)
+def _model_fns(graphdef: nnx.GraphDef) -> dict[str, Any]:
+  """The jitted model functions of the evaluation, taking the modules' state as an argument.
+
+  Cached per graph definition, so that the replicas of a K-run program (one graphdef, K states)
+  and every evaluation of a run compile them once, not once per call (closures over a module
+  recompile every time).
+  """
+  vae = lambda modules: nnx.merge(graphdef, modules)[0]  # noqa: E731
+  return {
+    "encode": jax.jit(lambda modules, x: vae(modules).encode(x)),
+    "decode": jax.jit(lambda modules, z: vae(modules).decode(z)),
+    "decode_mean": jax.jit(lambda modules, z: jax.nn.sigmoid(vae(modules).decode(z))),
+    "sample_codes": jax.jit(lambda modules, x, key: objectives.sample_codes(vae(modules), x, key)),
+  }
+
+
+@functools.lru_cache(maxsize=16)
+def _encode_rows(graphdef: nnx.GraphDef, mesh: Mesh):
+  """(modules replicated on `mesh`, host images) -> numpy encoder means, data parallel; cached
+  like `_model_fns`."""
+  return sharding.sharded_map(lambda m, x: nnx.merge(graphdef, m)[0].encode(x)[0], mesh)
+
+
 def _gw_plan_picture(
-  config: ml_collections.ConfigDict, vae: nnx.Module, images: Any, mu: jax.Array, key: jax.Array
+  config: ml_collections.ConfigDict,
+  fns: dict[str, Any],
+  modules: Any,
+  images: Any,
+  mu: jax.Array,
+  key: jax.Array,
 ) -> np.ndarray:
   """The GW plan of the regularized map on one batch, as the regularizer sees it in training.
 
@@ -72,8 +101,8 @@ def _gw_plan_picture(
   if reg.on == "encoder":
     x, y = to_float(images[:n]), mu[:n]
   else:
-    x = objectives.sample_codes(vae, images[:n], key)
-    logits = jax.jit(lambda z: vae.decode(z))(x)
+    x = fns["sample_codes"](modules, images[:n], key)
+    logits = fns["decode"](modules, x)
     y = jax.nn.sigmoid(logits) if reg.target == "mean" else logits
   gmg_config = reg.gmg
   solver = tuple((f, gmg_config[f]) for f in _GW_SOLVER_FIELDS if f in gmg_config)
@@ -93,7 +122,8 @@ def _gw_plan_picture(
 
 def _write_pictures(
   config: ml_collections.ConfigDict,
-  vae: nnx.Module,
+  graphdef: nnx.GraphDef,
+  modules: Any,
   dataset: Any,
   key: jax.Array,
   pictures_dir: str,
@@ -107,11 +137,12 @@ def _write_pictures(
   `_NUM_POSTERIOR_IMAGES` images. GMG runs: the GW plan of the regularized map on one batch.
   """
   images, _ = dataset.sample_batch(key, _NUM_POSTERIOR_IMAGES)
-  mu, logvar = jax.jit(lambda x: vae.encode(x))(images)
+  fns = _model_fns(graphdef)
+  mu, logvar = fns["encode"](modules, images)
   os.makedirs(pictures_dir, exist_ok=True)
   pictures = {}
-  if vae.decoder is not None:
-    decode_mean = jax.jit(lambda z: jax.nn.sigmoid(vae.decode(z)))
+  if nnx.merge(graphdef, modules)[0].decoder is not None:
+    decode_mean = functools.partial(fns["decode_mean"], modules)
     codes = np.asarray(mu)
     values = viz.traversal_values(*viz.traversal_range(codes), _NUM_TRAVERSAL_VALUES)
     kl = _per_dim_kl(mu, logvar)
@@ -124,7 +155,9 @@ def _write_pictures(
       images[:_NUM_PICTURE_IMAGES], decode_mean(mu[:_NUM_PICTURE_IMAGES])
     )
   if config.regularizer.name == "gmg":
-    pictures["gw_plan"] = _gw_plan_picture(config, vae, images, mu, jax.random.fold_in(key, 1))
+    pictures["gw_plan"] = _gw_plan_picture(
+      config, fns, modules, images, mu, jax.random.fold_in(key, 1)
+    )
   for name, picture in pictures.items():
     viz.save_png(os.path.join(pictures_dir, f"{name}_{step:08d}.png"), picture)
   return pictures
@@ -162,9 +195,8 @@ def evaluate_and_write(
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   modules = sharding.replicate(state.modules, mesh)
-  encode_rows = sharding.sharded_map(lambda m, x: nnx.merge(graphdef, m)[0].encode(x)[0], mesh)
+  encode_rows = _encode_rows(graphdef, mesh)
   state = sharding.host_local(state)
-  vae = nnx.merge(graphdef, state.modules)[0]
   step = int(state.step)
   key = jax.random.fold_in(jax.random.key(config.seed), step)
   scores = metrics_lib.compute_metrics(
@@ -193,7 +225,7 @@ def evaluate_and_write(
   writer.write(step, {f"{m}/{k}": v for m, values in scores.items() for k, v in values.items()})
   pictures = os.path.join(workdir, "pictures")
   if config.eval.pictures:
-    images = _write_pictures(config, vae, dataset, key, pictures, step)
+    images = _write_pictures(config, graphdef, state.modules, dataset, key, pictures, step)
     writer.write_images(step, {f"pictures/{k}": v for k, v in images.items()})
   writer.close()
   history = read_jsonl(os.path.join(workdir, "eval.jsonl"))

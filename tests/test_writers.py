@@ -126,6 +126,62 @@ def test_evaluation_sends_its_pictures_to_tensorboard(tiny, tmp_path):
   assert any(v.tag == "_hparams_/session_start_info" for _, v in values)
 
 
+def test_a_second_model_of_the_same_shape_evaluates_without_compiling(tiny, tmp_path):
+  """The replicas of a K-run program (one graph, K states) and every later evaluation of a run
+  reuse the evaluation's compiled functions, and those read the state passed, not the first."""
+  import jax
+  from flax import nnx
+
+  from gmg_jax import data, evaluation, metrics, train
+
+  config = tiny("gmg_cos_decoder")
+  config.eval.metrics = ("mig", "dci")
+  config.eval.num_train = 200
+  config.eval.num_test = 100
+  dataset = data.get_dataset(config.data)
+  graphdef, state_a = train.create_train_state(config, dataset.image_shape)
+  config_b = config.copy_and_resolve_references()
+  config_b.seed = 1
+  _, state_b = train.create_train_state(config_b, dataset.image_shape)
+  evaluation.evaluate_and_write(config, str(tmp_path / "a"), graphdef, state_a, dataset)
+
+  compiles = []
+  listener = lambda event, secs, **kw: compiles.append(event)  # noqa: E731
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    record = evaluation.evaluate_and_write(
+      config_b, str(tmp_path / "b"), graphdef, state_b, dataset
+    )
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert "/jax/core/compile/backend_compile_duration" not in compiles
+
+  # Run B's scores are those of B's own encoder (not A's, baked into a cached function).
+  vae_b = nnx.merge(graphdef, state_b.modules)[0]
+  expected = metrics.compute_metrics(
+    ("mig", "dci"),
+    dataset,
+    jax.jit(lambda x: vae_b.encode(x)[0]),
+    jax.random.fold_in(jax.random.key(1), 0),
+    mode=config.eval.mode,
+    num_train=200,
+    num_test=100,
+    random_state=1,
+  )
+  np.testing.assert_allclose(
+    record["mig"]["discrete_mig"], expected["mig"]["discrete_mig"], rtol=1e-6, atol=1e-9
+  )
+  np.testing.assert_allclose(
+    record["dci"]["disentanglement"], expected["dci"]["disentanglement"], rtol=1e-6, atol=1e-9
+  )
+  name = "reconstructions_00000000.png"
+  with (
+    Image.open(tmp_path / "a/pictures" / name) as a,
+    Image.open(tmp_path / "b/pictures" / name) as b,
+  ):
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.fixture
 def wandb_offline(monkeypatch, tmp_path):
   wandb_dir = tmp_path / "wandb_files"
