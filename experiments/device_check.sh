@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One prepared check of gmg_jax on a lent GPU machine (about 8 minutes there at most):
-# device and versions, an offline install from carried wheels, the GMG core tests, the
-# train-step benchmark (plain / DST / GMG per cost, 64x64 conv VAE, batch 64 and 256) and the
-# GMG-vs-POT table, written up as OUT_DIR/summary.md (plus one log per step).
+# One prepared check of gmg_jax on a lent GPU machine (about 9 minutes there, 10 at most):
+# device and versions, an offline install from carried wheels, the train-step benchmark (plain /
+# DST / GMG per cost, 64x64 conv VAE, batch 64 and 256), the GMG-vs-POT table, the K-run
+# benchmark and the GMG core tests, written up as OUT_DIR/summary.md (plus the whole log of each
+# step that the summary shows in part: install, tests).
 #
 #   experiments/device_check.sh [--tiny] [--wheels DIR] [OUT_DIR]
 #
@@ -89,13 +90,14 @@ else
   gmg_args=(--sizes 64 128 256 --repeats 10 --pot_repeats 2 --repeats_large 5
     --pot_repeats_large 1)
   tests=(tests/test_gmg.py tests/test_gw.py tests/test_regularizers.py)
-  # Typically about 6 minutes; worst case about 570 s (install: 30 s per pip call), so the
-  # device tool's timeout_s should be 600. bench_step prints its table only at its end, so its
-  # limit is the widest: 5 compiles (20-40 s each on 2 busy CPU cores, 32x32) and imports;
-  # bench_gmg prints each row as it is measured.
+  # Measured on an H100 (2026-11-27, experiments/results/gpu/): install 31 s, bench_step 76 and
+  # 80 s, bench_gmg 85 s; bench_runs needed more than 90 s (the GMG programs compile slower),
+  # and the 59 tests more than 120 s in 4 workers (42 done). About 9 minutes in all, so the
+  # device tool's timeout_s should be 600, and the steps run in the order of their value: the
+  # benchmarks first, then the tests (8 workers), each test named as it ends (-v).
   # One K-run program against separate runs (issue "many runs, one program"), 64x64 conv.
-  runs_args=(--setting conv64 --ks 1,4,16 --steps 3 --regularizers none,gmg)
-  t_info=20 t_install=30 t_tests=120 t_rerun=40 t_step=130 t_gmg=90 t_runs=90
+  runs_args=(--setting conv64 --ks 1,8,32 --steps 3 --regularizers none,gmg)
+  t_info=20 t_install=30 t_tests=150 t_rerun=40 t_step=100 t_gmg=95 t_runs=140
 fi
 
 summary="$out_dir/summary.md"
@@ -141,12 +143,13 @@ write_summary() {
 }
 
 # run_step NAME LIMIT_S TAIL_LINES CMD...: run CMD (a command; or a shell function, which
-# applies LIMIT_S itself) with its output in NAME.log; add a row and a section to the summary
-# with its exit status and the last TAIL_LINES lines of its output (0 = all of it).
+# applies LIMIT_S itself); add a row and a section to the summary with its exit status and the
+# last TAIL_LINES lines of its output (0 = all of it). A step shown in part keeps its whole
+# output in OUT_DIR/NAME.log (the device tool brings back at most 8 files).
 run_step() {
   local name="$1" limit="$2" tail_lines="$3"
   shift 3
-  local log="$out_dir/$name.log" t0=$SECONDS rc
+  local log="$scratch/$name.log" t0=$SECONDS rc
   echo "== $name: $* (limit ${limit} s)"
   if declare -F "$1" >/dev/null; then
     ("$@") >"$log" 2>&1
@@ -163,7 +166,12 @@ run_step() {
     echo
     echo "\`$*\`"
     echo
-    echo "exit status $status, $secs s; full output in $name.log"
+    if [[ "$tail_lines" == 0 ]]; then
+      echo "exit status $status, $secs s; its whole output:"
+    else
+      cp "$log" "$out_dir/$name.log"
+      echo "exit status $status, $secs s; the last $tail_lines lines (all of it in $name.log):"
+    fi
     echo
     echo '```text'
     if [[ "$tail_lines" == 0 ]]; then cat "$log"; else tail -n "$tail_lines" "$log"; fi
@@ -253,7 +261,7 @@ device_info() {
 }
 
 run_step device "$t_info" 0 device_info
-backend="$(grep '^backend:' "$out_dir/device.log" | awk '{print $2}')"
+backend="$(grep '^backend:' "$scratch/device.log" | awk '{print $2}')"
 if [[ "$tiny" != 1 && "$backend" != "gpu" ]]; then
   notes+=("WARNING: jax backend is '${backend:-unknown}', not gpu: these are not GPU numbers")
 fi
@@ -288,26 +296,6 @@ for dist in ("jax", "jaxlib", "jax-cuda13-plugin", "jax-cuda12-plugin", "flax", 
     print(f"{dist:<20} absent")' >"$versions" 2>&1
 write_summary
 
-# On the device, pytest-xdist (in its image) runs the tests in 4 processes, which compile in
-# parallel on its 16 cores; each allocates GPU memory as it goes instead of taking 75% of it.
-# pyproject's addopts ask for two workers (-n 2): without pytest-xdist they are replaced.
-xdist=(-o "addopts=-ra")
-if "$py" -c "import xdist" 2>/dev/null; then
-  xdist=(-n 0)
-  if [[ "$tiny" != 1 ]]; then
-    xdist=(-n 4)
-    export XLA_PYTHON_CLIENT_PREALLOCATE=false
-  fi
-fi
-run_step tests "$t_tests" 40 "$py" -m pytest -q "${xdist[@]}" "${tests[@]}"
-if [[ $? == 1 ]]; then
-  # Tell a precision effect (TF32 float32 matmuls on the GPU) from a real failure: rerun only
-  # the failed tests with full float32 matmul precision.
-  JAX_DEFAULT_MATMUL_PRECISION=highest run_step tests_rerun_highest_precision "$t_rerun" 40 \
-    "$py" -m pytest -q "${xdist[@]}" --lf "${tests[@]}"
-fi
-unset XLA_PYTHON_CLIENT_PREALLOCATE
-
 for batch in "${batches[@]}"; do
   run_step "bench_step_b$batch" "$t_step" 0 \
     "$py" experiments/bench_step.py "${step_args[@]}" --batch_size "$batch"
@@ -315,5 +303,25 @@ done
 
 run_step bench_gmg "$t_gmg" 0 "$py" experiments/bench_gmg.py "${gmg_args[@]}"
 run_step bench_runs "$t_runs" 0 "$py" experiments/bench_runs.py "${runs_args[@]}"
+
+# On the device, pytest-xdist (in its image) runs the tests in 8 processes, which compile in
+# parallel on its 16 cores; each allocates GPU memory as it goes instead of taking 75% of it.
+# pyproject's addopts ask for two workers (-n 2): without pytest-xdist they are replaced.
+xdist=(-o "addopts=-ra")
+if "$py" -c "import xdist" 2>/dev/null; then
+  xdist=(-n 0)
+  if [[ "$tiny" != 1 ]]; then
+    xdist=(-n 8)
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false
+  fi
+fi
+run_step tests "$t_tests" 60 "$py" -m pytest -v --tb=short "${xdist[@]}" "${tests[@]}"
+if [[ $? == 1 ]]; then
+  # Tell a precision effect (TF32 float32 matmuls on the GPU) from a real failure: rerun only
+  # the failed tests with full float32 matmul precision.
+  JAX_DEFAULT_MATMUL_PRECISION=highest run_step tests_rerun_highest_precision "$t_rerun" 40 \
+    "$py" -m pytest -v --tb=short "${xdist[@]}" --lf "${tests[@]}"
+fi
+unset XLA_PYTHON_CLIENT_PREALLOCATE
 
 echo "summary: $summary (took $((SECONDS - t_start)) s)"
