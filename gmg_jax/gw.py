@@ -36,6 +36,18 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+# Every product of the GW core (here and the costs and energies of `gmg_jax.gmg`) runs at full
+# float32 precision on every backend. jax's default lets float32 products use TF32 (a 10-bit
+# mantissa) on GPUs, and the core cannot afford it: the costs' Gram expansion
+# |x|^2 + |y|^2 - 2 x.y and the GW energy are differences of large terms. The products are
+# small (n^2 d for the costs, n^3 in the loop), so this costs little; on CPUs it changes nothing.
+PRECISION = jax.lax.Precision.HIGHEST
+
+
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a @ b`` at `PRECISION`."""
+  return jnp.matmul(a, b, precision=PRECISION)
+
 
 class GWResult(NamedTuple):
   """Output of `solve` (no gradient flows through any of it).
@@ -81,7 +93,9 @@ def linearized_cost(cost_xx: jax.Array, cost_yy: jax.Array, plan: jax.Array) -> 
   """
   p, q = jnp.sum(plan, axis=1), jnp.sum(plan, axis=0)
   return (
-    ((cost_xx**2) @ p)[:, None] + ((cost_yy**2) @ q)[None, :] - 2.0 * (cost_xx @ plan @ cost_yy)
+    matmul(cost_xx**2, p)[:, None]
+    + matmul(cost_yy**2, q)[None, :]
+    - 2.0 * matmul(matmul(cost_xx, plan), cost_yy)
   )
 
 
@@ -109,8 +123,8 @@ def _sinkhorn_block(
   kernel = a[:, None] * jnp.exp(z - lse[:, None])
 
   def scaling(_, uv: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    v = b / (kernel.T @ uv[0])
-    return a / (kernel @ v), v
+    v = b / matmul(kernel.T, uv[0])
+    return a / matmul(kernel, v), v
 
   # A loop, not an unrolled one: the same speed here, and a third less compile time.
   u, v = jax.lax.fori_loop(0, iterations - 1, scaling, (jnp.ones_like(a), jnp.ones_like(b)))

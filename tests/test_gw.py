@@ -160,3 +160,18 @@ def test_a_misspelled_budget_field_fails_for_both_solvers(solver):
   costs = jnp.ones((3, 3)) - jnp.eye(3)
   with pytest.raises(TypeError, match="max_iteration"):
     gmg.entropic_gw_plan(costs, costs, 0.1, solver=solver, max_iteration=5)
+
+
+@pytest.mark.parametrize("cost", sorted(gmg.COSTS))
+def test_every_product_of_the_gap_and_its_gradient_runs_at_full_float32_precision(cost):
+  """No TF32 on GPUs (jax's default there): every dot of the GMG value and its gradient, costs
+  and energies included, is lowered with HIGHEST precision (a backend-independent check)."""
+  x = jax.random.normal(jax.random.key(0), (16, 48))
+  y = jax.random.normal(jax.random.key(1), (16, 3))
+  value = lambda x, y: gmg.gromov_monge_gap(x, y, cost=cost, solver="fused")[0]  # noqa: E731
+  text = jax.jit(jax.value_and_grad(value, argnums=(0, 1))).lower(x, y).as_text()
+  dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+  assert len(dots) >= 10  # costs, forward and backward Gram, linearizations, Sinkhorn, energies
+  assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), [
+    line for line in dots if "HIGHEST" not in line
+  ][:3]
