@@ -11,7 +11,8 @@
 #              stopped with SIGTERM at its limit (the trainer checkpoints and exits; the
 #              evaluations done so far stay in each replica's eval.jsonl).
 #   --steps    training steps (default 3000), evaluated every 1000 and at the end (DCI, MIG; fast
-#              estimators on 2,000 / 1,000 points).
+#              estimators on 2,000 / 1,000 points; no pictures: on 2026-11-27 the evaluation of 30
+#              replicas did not fit in the time box).
 #   --tiny     a CPU rehearsal: 32x32, 2 seeds, 20 steps.
 #
 # OUT_DIR receives runs.tar.gz (each replica's config.json, eval.jsonl, metrics.json,
@@ -66,7 +67,7 @@ common=(--config.num_seeds="$seeds" --config.data.image_size="$size"
   --config.train.num_steps="$steps" --config.train.log_every=100
   --config.train.checkpoint_every="$every" --config.train.progress_bar=False
   --config.optim.learning_rate=5e-4
-  --config.eval.every_steps="$every" --config.eval.metrics='("dci","mig")'
+  --config.eval.every_steps="$every" --config.eval.metrics='("dci","mig")' --config.eval.pictures=False
   --config.eval.num_train=2000 --config.eval.num_test=1000)
 
 {
