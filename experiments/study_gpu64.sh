@@ -8,8 +8,10 @@
 #   experiments/study_gpu64.sh [--budget S] [--steps N] [--seeds K] [--weights W,W,..] [--tiny] OUT_DIR
 #
 #   --budget   seconds for the whole script (default 330); each program gets what is left, and is
-#              stopped with SIGTERM at its limit (the trainer checkpoints and exits; the
-#              evaluations done so far stay in each replica's eval.jsonl).
+#              stopped with SIGTERM at its limit: the trainer checkpoints and exits after its
+#              current step, or is killed 20 s later if an evaluation is running (as on
+#              2026-11-27). The evaluations done so far stay in each replica's eval.jsonl.
+#   --weights  GMG weights, crossed with the seeds (default 0,500,5000; 0 is beta-VAE).
 #   --steps    training steps (default 3000), evaluated every 1000 and at the end (DCI, MIG; fast
 #              estimators on 2,000 / 1,000 points; no pictures: on 2026-11-27 the evaluation of 30
 #              replicas did not fit in the time box).
