@@ -272,6 +272,24 @@ def _step_of(state: TrainState) -> int:
   return int(np.asarray(sharding.host_local(state.step)).reshape(-1)[0])
 
 
+def _eval_due(config: ml_collections.ConfigDict, step: int) -> bool:
+  every = config.eval.every_steps
+  return bool(every) and (step % every == 0 or step == config.train.num_steps)
+
+
+def _owes_evaluation(run: _Run, step: int) -> bool:
+  """Whether `run` lacks an evaluation of one of its metrics at `step` (eval.jsonl)."""
+  if run.failure is not None:
+    return False
+  records = [
+    r for r in read_jsonl(os.path.join(run.workdir, "eval.jsonl")) if r.get("step") == step
+  ]
+  return any(
+    not any(key.startswith(f"{metric}/") for r in records for key in r)
+    for metric in run.config.eval.metrics
+  )
+
+
 def _train_loop(
   config: ml_collections.ConfigDict,
   runs: list[_Run],
@@ -337,6 +355,15 @@ def _train_loop(
     dynamic_ncols=True,
     disable=not config.train.progress_bar or jax.process_index() != 0,
   )
+  # The checkpoint of an evaluation's step is saved before it: a run killed while evaluating
+  # (SIGKILL after a preemption's grace period, say) resumes here and does what that step owes,
+  # e.g. the replicas of a K-run that were not reached.
+  if start > 0 and _eval_due(config, start):
+    for run in runs:
+      if _owes_evaluation(run, start):
+        evaluation.evaluate_and_write(
+          run.config, run.workdir, graphdef, run.view(state), local_dataset, mesh=mesh
+        )
   pending = None  # (step, metrics) of the last dispatched step: read after the next dispatch.
   preempted = False
   with _Preemption() as preemption, bar:
@@ -352,9 +379,7 @@ def _train_loop(
       pending = (done, metrics)
       preempted = preemption.reached(done)
       last = done == num_steps or preempted
-      eval_due = bool(config.eval.every_steps) and (
-        done % config.eval.every_steps == 0 or done == num_steps
-      )
+      eval_due = _eval_due(config, done)
       if done % config.train.checkpoint_every == 0 or eval_due or last:
         check_and_log(*pending)  # Never save or evaluate a state whose step was not checked.
         pending = None
@@ -465,10 +490,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     # Only now, with the state restored (or fresh), does the run claim the workdir.
     checkpointing.write_config(workdir, config)
     runs = _make_runs(config, workdir, replicas, meta.get("failed", {}))
+    step = _step_of(state)
     try:
       for run in runs:
-        run.open(_step_of(state))
+        run.open(step)
       state, preempted = _train_loop(config, runs, graphdef, state, dataset, step_fn, manager, mesh)
+      step = _step_of(state)
+    except BaseException:
+      # The loop's last state went with the error (each step consumes its input's buffers), so
+      # the replica index reports the last saved step: where a rerun resumes.
+      manager.wait_until_finished()
+      step = manager.latest_step() or step
+      raise
     finally:
       # Also on errors: a save in flight (the last good state) completes.
       manager.wait_until_finished()
@@ -476,8 +509,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         if run.writer is not None:
           run.writer.close()
       if replicas is not None and jax.process_index() == 0:
-        _write_replica_index(workdir, runs, _step_of(state), config.train.num_steps)
-  step = _step_of(state)
+        _write_replica_index(workdir, runs, step, config.train.num_steps)
   if preempted:
     raise Preempted(step, workdir)
   if jax.process_index() == 0:

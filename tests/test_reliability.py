@@ -283,3 +283,48 @@ def test_evaluate_cli_scores_every_checkpoint_and_keeps_the_trainers_metrics(tin
     [sys.executable, "-m", "gmg_jax.evaluate", f"--workdir={tmp_path}", "--step=3"], tmp_path
   )
   assert missing.returncode == 2 and "no checkpoint at step 3; it has [2, 4]" in missing.stderr
+
+
+def test_a_k_run_killed_while_evaluating_resumes_with_the_evaluations_it_owed(
+  tiny, tmp_path, monkeypatch
+):
+  """The checkpoint of an evaluation's step is saved first; a program stopped after evaluating
+  one of its replicas evaluates the other at resume, once, and not the first again."""
+  config = tiny()
+  config.num_seeds = 2
+  config.train.num_steps = config.train.checkpoint_every = config.eval.every_steps = 6
+  config.eval.metrics = ("mig",)
+  config.eval.num_train = config.eval.num_test = 100
+  real = evaluation.evaluate_and_write
+  calls = []
+
+  def killed_at_the_second(*args, **kwargs):
+    calls.append(os.path.basename(args[1]))
+    if len(calls) == 2:
+      raise KeyboardInterrupt  # What a kill leaves: the first replica evaluated, not the second.
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(evaluation, "evaluate_and_write", killed_at_the_second)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert calls == ["seed=0", "seed=1"]
+  assert [r["step"] for r in read_jsonl(str(tmp_path / "seed=0" / "eval.jsonl"))] == [6]
+  assert not (tmp_path / "seed=1" / "eval.jsonl").exists()
+  # The error reaches the caller as itself, and the replica index names the saved step.
+  with open(tmp_path / "replicas.json") as f:
+    assert json.load(f)["step"] == 6
+
+  calls.clear()
+  monkeypatch.setattr(
+    evaluation, "evaluate_and_write", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1]
+  )
+  train.train_and_evaluate(config, str(tmp_path))
+  assert [os.path.basename(c) for c in calls] == ["seed=1"]
+  for name in ("seed=0", "seed=1"):
+    records = read_jsonl(str(tmp_path / name / "eval.jsonl"))
+    assert [r["step"] for r in records] == [6]
+    assert 0.0 <= records[0]["mig/discrete_mig"] <= 1.0
+  # A complete program owes nothing: a third call evaluates nothing.
+  calls.clear()
+  train.train_and_evaluate(config, str(tmp_path))
+  assert calls == []

@@ -254,6 +254,22 @@ def test_a_non_finite_replica_is_stopped_the_others_finish_and_resume_is_exact(
   )
 
 
+def test_a_program_whose_replicas_all_diverge_says_so_and_indexes_them(tiny, tmp_path, monkeypatch):
+  """Every replica non-finite: the program stops inside its loop with `ReplicasDiverged` naming
+  all of them (not an error about the consumed state), and replicas.json lists them stopped."""
+  _poison_weight_2(monkeypatch, from_step=5)
+  config = tiny()
+  config.train.num_steps, config.train.checkpoint_every = 20, 4
+  config.num_seeds, config.vary = 2, "regularizer.weight=2"
+  with pytest.raises(train.ReplicasDiverged, match="non-finite at step 6") as e:
+    train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(e.value.failures) == ["weight=2,seed=0", "weight=2,seed=1"]
+  with open(tmp_path / "replicas.json") as f:
+    index = json.load(f)
+  assert index["step"] == 4  # The last saved step, where a rerun would resume.
+  assert [(r["status"], r["failed_at"]) for r in index["replicas"]] == [("stopped", 6)] * 2
+
+
 def test_host_batches_give_each_replica_its_own_stream(tiny, tmp_path):
   """A dataset kept on the host: each replica draws its own batches, as its single run does."""
   rng = np.random.default_rng(0)
