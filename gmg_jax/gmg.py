@@ -425,7 +425,9 @@ def _solve_ott(
     store_inner_errors=True,
     **outer,
   )
-  out = solver(problem)
+  # ott takes no precision argument; its products follow jax's default, set here for the trace.
+  with jax.default_matmul_precision(gw.PRECISION.name.lower()):
+    out = solver(problem)
   sinkhorn_iterations = inner_iterations * jnp.sum(out.errors != -1)
   return out.matrix, out.converged, jnp.sum(out.costs != -1), sinkhorn_iterations
 

@@ -1,6 +1,9 @@
 """Tests for gmg_jax.gw: the fused GW solver runs ott-jax's iterations and reports them honestly."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -162,16 +165,44 @@ def test_a_misspelled_budget_field_fails_for_both_solvers(solver):
     gmg.entropic_gw_plan(costs, costs, 0.1, solver=solver, max_iteration=5)
 
 
+@pytest.mark.parametrize("solver", gmg.SOLVERS)
 @pytest.mark.parametrize("cost", sorted(gmg.COSTS))
-def test_every_product_of_the_gap_and_its_gradient_runs_at_full_float32_precision(cost):
-  """No TF32 on GPUs (jax's default there): every dot of the GMG value and its gradient, costs
-  and energies included, is lowered with HIGHEST precision (a backend-independent check)."""
+def test_every_product_of_the_gap_and_its_gradient_runs_at_full_float32_precision(cost, solver):
+  """No TF32 on GPUs (jax's default there): every dot of the GMG value and its gradient, costs,
+  solve (ours or ott's) and energies included, is lowered with HIGHEST precision (a
+  backend-independent check)."""
   x = jax.random.normal(jax.random.key(0), (16, 48))
   y = jax.random.normal(jax.random.key(1), (16, 3))
-  value = lambda x, y: gmg.gromov_monge_gap(x, y, cost=cost, solver="fused")[0]  # noqa: E731
+  value = lambda x, y: gmg.gromov_monge_gap(x, y, cost=cost, solver=solver)[0]  # noqa: E731
   text = jax.jit(jax.value_and_grad(value, argnums=(0, 1))).lower(x, y).as_text()
   dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
   assert len(dots) >= 10  # costs, forward and backward Gram, linearizations, Sinkhorn, energies
   assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots), [
     line for line in dots if "HIGHEST" not in line
   ][:3]
+
+
+def test_the_tf32_emulation_rounds_default_products_only():
+  """`tests/tf32_emulation.py` (a plugin for finding TF32-sensitive code without a GPU) still
+  rounds default-precision products to 10 mantissa bits and leaves full-precision ones alone."""
+  script = """
+import jax, jax.numpy as jnp, numpy as np
+import tf32_emulation
+a = jnp.asarray([[1.0 + 2.0**-12]], jnp.float32)
+one = jnp.ones((1, 1), jnp.float32)
+print(float((a @ one)[0, 0]) - 1.0)
+print(float(jnp.matmul(a, one, precision=jax.lax.Precision.HIGHEST)[0, 0]) - 1.0)
+with jax.default_matmul_precision("highest"):
+  print(float(jax.jit(lambda a: a @ one)(a)[0, 0]) - 1.0)
+print(float(tf32_emulation.to_tf32(jnp.float32(np.inf))))
+print(float(tf32_emulation.to_tf32(1 + 2.0**-10 + 2.0**-11)))
+print(float(jax.grad(lambda a: jnp.sum(a @ one))(a)[0, 0]))
+"""
+  env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__), "JAX_PLATFORMS": "cpu"}
+  out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.split()
+  assert float(lines[0]) == 0.0  # 1 + 2^-12 needs 12 mantissa bits: rounded away.
+  assert float(lines[1]) == float(lines[2]) == 2.0**-12
+  assert float(lines[3]) == np.inf and float(lines[4]) == 1 + 2.0**-9  # Halfway rounds up.
+  assert float(lines[5]) == 1.0  # Gradients pass through the rounding.
