@@ -490,21 +490,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     # Only now, with the state restored (or fresh), does the run claim the workdir.
     checkpointing.write_config(workdir, config)
     runs = _make_runs(config, workdir, replicas, meta.get("failed", {}))
-    step = _step_of(state)
+    resumed, step = _step_of(state), None
     try:
       for run in runs:
-        run.open(step)
+        run.open(resumed)
       state, preempted = _train_loop(config, runs, graphdef, state, dataset, step_fn, manager, mesh)
       step = _step_of(state)
-    except BaseException:
-      # The loop's last state went with the error (each step consumes its input's buffers), so
-      # the replica index reports the last saved step: where a rerun resumes.
-      manager.wait_until_finished()
-      step = manager.latest_step() or step
-      raise
     finally:
       # Also on errors: a save in flight (the last good state) completes.
       manager.wait_until_finished()
+      if step is None:
+        # An error: the loop's last state went with it (each step consumes its input's
+        # buffers), so the replica index reports the last saved step, where a rerun resumes.
+        step = manager.latest_step() or resumed
       for run in runs:
         if run.writer is not None:
           run.writer.close()
