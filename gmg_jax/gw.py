@@ -80,13 +80,54 @@ class _State(NamedTuple):
   converged: jax.Array
 
 
-def linearized_cost(cost_xx: jax.Array, cost_yy: jax.Array, plan: jax.Array) -> jax.Array:
+class Factors(NamedTuple):
+  """A symmetric cost matrix of low rank r as ``left @ right.T`` (`gmg_jax.gmg.cost_factors`).
+
+  The linearization's product ``C_X P C_Y`` costs ``2 n^3`` with dense matrices and ``3 r n^2``
+  through the factors of one side: at n = 256 with 10-dim codes (r = 12), 14x fewer flops. The
+  factors must equal the dense matrix up to round-off (the dense one's zero diagonal and its
+  clip at 0 included), so the solve is the same problem.
+  """
+
+  left: jax.Array  # [n, r]
+  right: jax.Array  # [n, r]
+
+
+def _cross(
+  cost_xx: jax.Array,
+  cost_yy: jax.Array,
+  plan: jax.Array,
+  factors_xx: Factors | None,
+  factors_yy: Factors | None,
+) -> jax.Array:
+  """``C_X P C_Y``, through the factors of the sides that have them."""
+  if factors_xx is not None:
+    t = matmul(factors_xx.right.T, plan)  # [r, m]
+    if factors_yy is not None:
+      t = matmul(matmul(t, factors_yy.left), factors_yy.right.T)
+    else:
+      t = matmul(t, cost_yy)
+    return matmul(factors_xx.left, t)
+  if factors_yy is not None:
+    return matmul(matmul(cost_xx, matmul(plan, factors_yy.left)), factors_yy.right.T)
+  return matmul(matmul(cost_xx, plan), cost_yy)
+
+
+def linearized_cost(
+  cost_xx: jax.Array,
+  cost_yy: jax.Array,
+  plan: jax.Array,
+  factors_xx: Factors | None = None,
+  factors_yy: Factors | None = None,
+) -> jax.Array:
   """ott's linearization of the GW energy (no 1/2) at a plan, with the plan's own marginals.
 
   Args:
     cost_xx: [n, n] symmetric source costs.
     cost_yy: [m, m] symmetric target costs.
     plan: [n, m] coupling.
+    factors_xx: `Factors` of ``cost_xx`` (optional; used for the n^3 product).
+    factors_yy: `Factors` of ``cost_yy`` (optional).
 
   Returns:
     [n, m] ``C_X^2 p 1^T + 1 (C_Y^2 q)^T - 2 C_X P C_Y`` (squares elementwise).
@@ -95,7 +136,7 @@ def linearized_cost(cost_xx: jax.Array, cost_yy: jax.Array, plan: jax.Array) -> 
   return (
     matmul(cost_xx**2, p)[:, None]
     + matmul(cost_yy**2, q)[None, :]
-    - 2.0 * matmul(matmul(cost_xx, plan), cost_yy)
+    - 2.0 * _cross(cost_xx, cost_yy, plan, factors_xx, factors_yy)
   )
 
 
@@ -117,13 +158,19 @@ def _sinkhorn_block(
   log_a, log_b = jnp.log(a), jnp.log(b)
   g = epsilon * log_b - epsilon * jax.nn.logsumexp((f[:, None] - cost) / epsilon, axis=0)
   z = (g[None, :] - cost) / epsilon
-  lse = jax.nn.logsumexp(z, axis=1)
-  f = epsilon * log_a - epsilon * lse
+  # The f update's logsumexp and the kernel share one exp pass.
+  top = jnp.max(z, axis=1, keepdims=True)
+  shifted = jnp.exp(z - top)
+  total = jnp.sum(shifted, axis=1, keepdims=True)
+  f = epsilon * log_a - epsilon * (top + jnp.log(total))[:, 0]
   # exp((f + g - C) / epsilon): rows sum to a exactly, entries <= a_i, no overflow.
-  kernel = a[:, None] * jnp.exp(z - lse[:, None])
+  kernel = (a[:, None] / total) * shifted
+  # The transpose materialized once, outside the loop: a product with ``kernel.T`` inside it
+  # contracts the kernel's rows, 5x slower on CPU than a product with a row-major matrix.
+  kernel_t = kernel.T
 
   def scaling(_, uv: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    v = b / matmul(kernel.T, uv[0])
+    v = b / matmul(kernel_t, uv[0])
     return a / matmul(kernel, v), v
 
   # A loop, not an unrolled one: the same speed here, and a third less compile time.
@@ -174,6 +221,9 @@ def solve(
   cost_yy: jax.Array,
   epsilon: jax.Array | float,
   init_coupling: jax.Array,
+  *,
+  factors_xx: Factors | None = None,
+  factors_yy: Factors | None = None,
   **budget: Any,
 ) -> GWResult:
   """Entropic GW between two cost matrices, uniform weights (module docstring).
@@ -183,6 +233,9 @@ def solve(
     cost_yy: [m, m] symmetric target costs.
     epsilon: absolute entropic regularization (ott's convention).
     init_coupling: [n, m] coupling the first linearization is taken at.
+    factors_xx: `Factors` of ``cost_xx`` for a side of low rank (detached): the linearizations'
+      ``n^3`` product then costs ``O(n^2 r)``. Same iterations and plan up to round-off.
+    factors_yy: `Factors` of ``cost_yy``.
     **budget: fields of `Budget` (the others keep its defaults).
 
   Returns:
@@ -198,8 +251,14 @@ def solve(
       f"max_iterations and inner_iterations must be >= 1, got {budget.max_iterations} and "
       f"{budget.inner_iterations}."
     )
-  cost_xx, cost_yy = jax.lax.stop_gradient(cost_xx), jax.lax.stop_gradient(cost_yy)
+  cost_xx, cost_yy, factors_xx, factors_yy = jax.lax.stop_gradient(
+    (cost_xx, cost_yy, factors_xx, factors_yy)
+  )
   epsilon = jax.lax.stop_gradient(jnp.asarray(epsilon, cost_xx.dtype))
+
+  def linearize(plan: jax.Array) -> jax.Array:
+    return linearized_cost(cost_xx, cost_yy, plan, factors_xx, factors_yy)
+
   n, m = cost_xx.shape[0], cost_yy.shape[0]
   dtype = cost_xx.dtype
   blocks_per_solve = math.ceil(budget.sinkhorn_max_iterations / budget.inner_iterations)
@@ -232,7 +291,7 @@ def solve(
 
     def next_solve(operands: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
       plan, f, g = operands
-      cost = linearized_cost(cost_xx, cost_yy, plan)
+      cost = linearize(plan)
       if not budget.warm_start:
         f, g = jnp.zeros_like(f), jnp.zeros_like(g)
       return cost, f, g
@@ -257,7 +316,7 @@ def solve(
 
   init_coupling = jax.lax.stop_gradient(init_coupling).astype(dtype)
   state = _State(
-    cost=linearized_cost(cost_xx, cost_yy, init_coupling),
+    cost=linearize(init_coupling),
     f=jnp.zeros((n,), dtype),
     g=jnp.zeros((m,), dtype),
     plan=init_coupling,
