@@ -141,6 +141,51 @@ def test_vmapped_solves_equal_solves_one_at_a_time(rng, enable_x64):
   assert len(counts) == len(problems)  # the members do differ in the work they need
 
 
+@pytest.mark.parametrize("cost", sorted(gmg.COSTS))
+def test_cost_factors_are_the_cost_matrix(rng, cost, enable_x64):
+  z = rng.normal(size=(12, 3, 2))
+  z[[2, 7]] = 0.0  # two zero vectors
+  z[9] *= 1e-7  # |z|^2 below the cosine's floor
+  left, right = gmg.cost_factors(z, cost)
+  assert left.shape == right.shape == (12, 8)  # rank d + 2
+  dense = gmg.cost_matrix(z, cost)
+  np.testing.assert_allclose(left @ right.T, dense, rtol=0, atol=1e-12 * float(jnp.max(dense)))
+  if cost == "cosine":  # the same point at 0, a zero vector at 1 from every nonzero vector
+    assert float(dense[2, 7]) == 0.0
+    np.testing.assert_array_equal(np.delete(dense[2], [2, 7, 9]), 1.0)
+
+
+@jax.jit
+def _factored_plan(cost_xx, cost_yy, epsilon, factors_xx, factors_yy):
+  return gmg.entropic_gw_plan_with_stats(
+    cost_xx, cost_yy, epsilon, init="both", factors_xx=factors_xx, factors_yy=factors_yy
+  )
+
+
+@pytest.mark.parametrize("sides", ["x", "y", "both"])
+def test_factored_linearizations_run_the_same_solve(rng, sides, enable_x64):
+  # The factors change how C_X P C_Y is computed, not the problem: the same iterations and plan.
+  x = rng.normal(size=(N, 3))
+  y = np.tanh(x @ rng.normal(size=(3, 2))) + 0.05 * rng.normal(size=(N, 2))
+  for cost in gmg.COSTS:
+    cost_xx, cost_yy = gmg.cost_matrix(x, cost), gmg.cost_matrix(y, cost)
+    epsilon = 0.01 * float(jnp.mean(cost_xx) * jnp.mean(cost_yy))
+    factors_xx = gmg.cost_factors(x, cost) if sides in ("x", "both") else None
+    factors_yy = gmg.cost_factors(y, cost) if sides in ("y", "both") else None
+    factored = _factored_plan(cost_xx, cost_yy, epsilon, factors_xx, factors_yy)
+    dense = _plan(cost_xx, cost_yy, epsilon, "fused", "both")
+    assert int(dense[2]) >= 5
+    _assert_same_solve(factored, dense, plan_atol=1e-12 / N)
+
+
+def test_the_gap_factors_the_codes_side_only():
+  codes, images = jnp.ones((64, 10)), jnp.ones((64, 3, 16, 16))
+  assert gmg.solver_factors(codes, "cosine") is not None
+  assert gmg.solver_factors(images, "cosine") is None
+  # Too few points for the codes' rank (12) to pay: 3 * 12 >= 2 * 16.
+  assert gmg.solver_factors(codes[:16], "sqeuclidean") is None
+
+
 def test_linearized_cost_is_twice_the_energy_at_the_plan(rng):
   # <L(P), P> = 2 E(P) (ott's linearization has no 1/2; ours has it in the energy).
   cost_xx, cost_yy = _problem(rng, "random", "sqeuclidean", np.float32, n=9)
