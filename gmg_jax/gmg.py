@@ -472,11 +472,15 @@ def entropic_gw_plan_with_stats(
     "identity": jnp.eye(n, m, dtype=cost_xx.dtype) / n,
   }
   names = ("product", "identity") if init == "both" else (init,)
-  # Both starts run as one batched solve (GW is non-convex); the lower-energy plan wins.
-  plans, *stats = jax.vmap(solve)(jnp.stack([starts[k] for k in names]))
-  best = jnp.argmin(jax.vmap(lambda p: gw_energy(cost_xx, cost_yy, p))(plans))
-  plan = jax.lax.stop_gradient(plans[best])
-  converged, iterations, sinkhorn_iterations = (stat[best] for stat in stats)
+  if len(names) == 1:
+    plan, converged, iterations, sinkhorn_iterations = solve(starts[init])
+  else:
+    # Both starts run as one batched solve (GW is non-convex); the lower-energy plan wins.
+    plans, *stats = jax.vmap(solve)(jnp.stack([starts[k] for k in names]))
+    best = jnp.argmin(jax.vmap(lambda p: gw_energy(cost_xx, cost_yy, p))(plans))
+    plan = plans[best]
+    converged, iterations, sinkhorn_iterations = (stat[best] for stat in stats)
+  plan = jax.lax.stop_gradient(plan)
   epsilon_used = normalized_epsilon * scale_x * scale_y
   return plan, converged, iterations, epsilon_used, sinkhorn_iterations
 
