@@ -81,7 +81,7 @@ class _State(NamedTuple):
 
 
 class Factors(NamedTuple):
-  """A symmetric cost matrix of low rank r as ``left @ right.T`` (`gmg_jax.gmg.cost_factors`).
+  """A symmetric cost matrix of low rank r as ``left @ right.T`` (`gmg_jax.costs.cost_factors`).
 
   The linearization's product ``C_X P C_Y`` costs ``2 n^3`` with dense matrices and ``3 r n^2``
   through the factors of one side: at n = 256 with 10-dim codes (r = 12), 14x fewer flops. The
