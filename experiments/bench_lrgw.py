@@ -22,6 +22,7 @@ included, is the `compile` column):
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,13 +63,13 @@ def entropic_plan(cost_xx, cost_yy, factors_xx, epsilon_0: float) -> jax.Array:
   )[0]
 
 
-def low_rank_plan(cost_xx, cost_yy, factors_xx, key, *, rank: int, epsilon: float) -> jax.Array:
+def low_rank_plan(cost_xx, cost_yy, factors_xx, key, *, rank: int, **solver_kwargs) -> jax.Array:
   scale_x, scale_y = jnp.mean(cost_xx), jnp.mean(cost_yy)
   geom_xx = low_rank.LRCGeometry(cost_1=factors_xx.left / scale_x, cost_2=factors_xx.right)
   problem = quadratic_problem.QuadraticProblem(
     geom_xx, geometry.Geometry(cost_matrix=cost_yy / scale_y)
   )
-  solver = gromov_wasserstein_lr.LRGromovWasserstein(rank=rank, epsilon=epsilon)
+  solver = gromov_wasserstein_lr.LRGromovWasserstein(rank=rank, **solver_kwargs)
   return gmg.round_to_coupling(solver(problem, rng=key).matrix)
 
 
@@ -78,10 +79,20 @@ def main() -> None:
   parser.add_argument("--ranks", type=int, nargs="+", default=[8, 32])
   parser.add_argument("--costs", nargs="+", default=["cosine", "scaled_sqeuclidean"])
   parser.add_argument("--lr_epsilon", type=float, default=0.0, help="ott's default: 0")
+  parser.add_argument(
+    "--lr_iterations",
+    type=int,
+    nargs=3,
+    default=[10_000, 100_000, 2_000],
+    metavar=("MIN", "MAX", "INNER"),
+    help="min_iterations, max_iterations, inner_iterations (ott's defaults)",
+  )
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
-  print(f"jax {jax.__version__}, device {jax.devices()[0].platform}")
+  names = ("min_iterations", "max_iterations", "inner_iterations")
+  lr_kwargs = dict(zip(names, args.lr_iterations, strict=True), epsilon=args.lr_epsilon)
+  print(f"jax {jax.__version__}, device {jax.devices()[0].platform}, low-rank solver: {lr_kwargs}")
   dataset = get_dataset(
     ml_collections.ConfigDict(
       dict(name="shapes3d_procedural", source="files", data_dir="", image_size=32)
@@ -98,9 +109,7 @@ def main() -> None:
       dst = float(gmg.distortion(cost_xx, cost_yy))
       runs = {"-": (jax.jit(entropic_plan, static_argnums=3), (_TRAINER.epsilon_0,))}
       for rank in args.ranks:
-        fn = jax.jit(
-          lambda cx, cy, f, k, r=rank: low_rank_plan(cx, cy, f, k, rank=r, epsilon=args.lr_epsilon)
-        )
+        fn = jax.jit(functools.partial(low_rank_plan, rank=rank, **lr_kwargs))
         runs[str(rank)] = (fn, (jax.random.key(args.seed),))
       for rank, (fn, extra) in runs.items():
         first, median, plan = median_time(fn, (cost_xx, cost_yy, factors_xx, *extra), args.repeats)
