@@ -164,8 +164,8 @@ def cost_factors(z: jax.Array, cost: CostName) -> gw.Factors:
   """``cost_matrix(z, cost)`` as ``left @ right.T`` of rank ``d + 2`` (d = features of a point).
 
   Equal to the matrix up to round-off: its diagonal is 0 up to round-off and its entries are not
-  clipped at 0. `gromov_monge_gap` hands them to the fused solver for a side whose rank is small
-  next to the batch (the codes), where they make each linearization ``O(n^2 d)``.
+  clipped at 0. `gmg_jax.gmg.gromov_monge_gap` hands them to the fused solver for a side whose
+  rank is small next to the batch (the codes), where they make each linearization ``O(n^2 d)``.
 
   Args:
     z: [n, ...] points (flattened internally).
