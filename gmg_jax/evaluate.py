@@ -8,7 +8,9 @@ step, mode and sample sizes each value came from); every evaluation is appended 
 and `pictures/metric_curves.png` plots them. The library behind it is `gmg_jax.evaluation`.
 
 A replica of a K-run (`<program workdir>/<replica name>`, gmg_jax/replicas.py) is scored the
-same way: its state is taken from the program's stacked checkpoints.
+same way: its state is taken from the program's stacked checkpoints. `--workdir=<program
+workdir>` scores every replica that had not stopped at that step, encoding all of them together
+(`evaluation.evaluate_replicas`).
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ def _open_run(workdir: str) -> _Run:
   dataset = data_lib.get_dataset(config.data)
   index = _replica_index(workdir)
   if index is None:
+    # A single run, or a K-run program (its stacked state, scored replica by replica in main).
     source, select = workdir, lambda state: state
-    graphdef, state = train.create_train_state(config, dataset.image_shape)
+    program = replicas.expand(config) if replicas.is_multi(config) else None
+    graphdef, state = train.create_train_state(config, dataset.image_shape, program)
   else:
     source = os.path.dirname(os.path.abspath(workdir))
     program = _read_config(source)
@@ -110,31 +114,58 @@ def checkpoint_steps(manager: Any, which: str) -> list[int | None]:
   return [int(which)]
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  args = flags.FLAGS
-  workdir = args.workdir
-  # The run is opened once; each named checkpoint is restored into the same state structure.
-  run = _open_run(workdir)
-  config = run.config
+def _override_eval(config: ml_collections.ConfigDict, args: Any) -> ml_collections.ConfigDict:
+  """`config` with the evaluation fields the command line sets."""
   with config.unlocked():
     if args.metrics:
       config.eval.metrics = tuple(args.metrics.split(","))
     for name in ("mode", "num_train", "num_test"):
       if args[name].value is not None:
         config.eval[name] = args[name].value
+  return config
+
+
+def _stopped_at(workdir: str) -> dict[str, int]:
+  """{replica name: step it stopped at} of a K-run program's replicas.json."""
+  path = os.path.join(workdir, "replicas.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    index = json.load(f)["replicas"]
+  return {r["name"]: r["failed_at"] for r in index if r.get("failed_at") is not None}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  args = flags.FLAGS
+  workdir = args.workdir
+  # The run is opened once; each named checkpoint is restored into the same state structure.
+  run = _open_run(workdir)
+  config = _override_eval(run.config, args)
+  program = replicas.expand(config) if replicas.is_multi(config) else None
   for step in checkpoint_steps(run.manager, args.step):
-    record = evaluation.evaluate_and_write(
-      config,
-      workdir,
-      run.graphdef,
-      _restore(workdir, run, step),
-      run.dataset,
-      progress=True,
-      by="evaluate",
+    state = _restore(workdir, run, step)
+    if program is None:
+      record = evaluation.evaluate_and_write(
+        config, workdir, run.graphdef, state, run.dataset, progress=True, by="evaluate"
+      )
+      print(json.dumps(record, indent=2))
+      continue
+    # A K-run program: every replica that had not stopped by this step, encoded together.
+    at = train.step_of(state)
+    stopped = _stopped_at(workdir)
+    due = [
+      (r.index, r.config, os.path.join(workdir, r.name))
+      for r in program
+      if stopped.get(r.name, at + 1) > at
+    ]
+    records = evaluation.evaluate_replicas(
+      due, run.graphdef, state, run.dataset, progress=True, by="evaluate"
     )
-    print(json.dumps(record, indent=2))
-  print(f"Wrote {os.path.join(workdir, 'metrics.json')} and {os.path.join(workdir, 'eval.jsonl')}")
+    for (_, _, own), record in zip(due, records, strict=True):
+      print(f"{own}: {json.dumps(record)}")
+  where = workdir if program is None else os.path.join(workdir, "<replica>")
+  print(f"Wrote {os.path.join(where, 'metrics.json')} and {os.path.join(where, 'eval.jsonl')}")
 
 
 def _define_flags() -> None:

@@ -14,16 +14,18 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import tqdm
 from flax import nnx
 from jax.sharding import Mesh
 
 from gmg_jax import gmg as gmg_lib
-from gmg_jax import gw, loss_terms, objectives, sharding, viz
+from gmg_jax import gw, loss_terms, objectives, replicas, sharding, train_step, viz
 from gmg_jax import metrics as metrics_lib
 from gmg_jax.models import to_float
 from gmg_jax.writers import MetricWriter, read_jsonl, write_json_atomic
@@ -35,6 +37,8 @@ _NUM_TRAVERSAL_VALUES = 9
 _NUM_GIF_CODES = 4
 # The fields of the regularizer's GMG config that pick the solve (`gmg.entropic_gw_plan`).
 _GW_SOLVER_FIELDS = ("init", "solver", *gw.Budget._fields)
+# Images one call of a K-run's encoder takes, all replicas together (256 a replica up to 16).
+_REPLICA_ENCODE_IMAGES = 4096
 
 
 def _per_dim_kl(mu: jax.Array, logvar: jax.Array) -> np.ndarray:
@@ -81,6 +85,20 @@ def _encode_rows(graphdef: nnx.GraphDef, mesh: Mesh):
   """(modules replicated on `mesh`, host images) -> numpy encoder means, data parallel; cached
   like `_model_fns`."""
   return sharding.sharded_map(lambda m, x: nnx.merge(graphdef, m)[0].encode(x)[0], mesh)
+
+
+@functools.lru_cache(maxsize=16)
+def _encode_replica_rows(graphdef: nnx.GraphDef, mesh: Mesh):
+  """(modules stacked on a leading replica axis, replicated on `mesh`; host images [B, K, ...])
+  -> numpy encoder means [B, K, D]: replica k encodes column k, all in one program, rows data
+  parallel. Cached like `_model_fns`."""
+  encode = lambda m, x: nnx.merge(graphdef, m)[0].encode(x)[0]  # noqa: E731
+  return sharding.sharded_map(jax.vmap(encode, in_axes=(0, 1), out_axes=1), mesh)
+
+
+def _eval_key(config: ml_collections.ConfigDict, step: int) -> jax.Array:
+  """The key of the evaluation of `config`'s run at `step`: its points and pictures."""
+  return jax.random.fold_in(jax.random.key(config.seed), step)
 
 
 def _gw_plan_picture(
@@ -173,6 +191,7 @@ def evaluate_and_write(
   mesh: Mesh | None = None,
   progress: bool = False,
   by: str = "train",
+  codes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
   """Scores the encoder mean of `state` and writes metrics and pictures (process 0 writes).
 
@@ -189,6 +208,8 @@ def evaluate_and_write(
     mesh: devices to encode on (default: `sharding.make_mesh()`, all devices).
     progress: show progress bars.
     by: who evaluates ("train" or "evaluate"), recorded in metrics.json's "sources".
+    codes: the state's codes of the array metrics' points, when the caller encoded them
+      (`evaluate_replicas`); None encodes them here.
 
   Returns:
     The record written: {"step": s, "<metric>": {...}, ...}.
@@ -198,7 +219,7 @@ def evaluate_and_write(
   encode_rows = _encode_rows(graphdef, mesh)
   state = sharding.host_local(state)
   step = int(state.step)
-  key = jax.random.fold_in(jax.random.key(config.seed), step)
+  key = _eval_key(config, step)
   scores = metrics_lib.compute_metrics(
     tuple(config.eval.metrics),
     dataset,
@@ -209,6 +230,7 @@ def evaluate_and_write(
     num_test=config.eval.num_test,
     random_state=config.seed,
     progress=progress,
+    codes=codes,
   )
   record = {"step": step, **scores}
   if jax.process_index() != 0:
@@ -232,6 +254,90 @@ def evaluate_and_write(
   if len(history) > 1:
     viz.plot_metric_curves(history, os.path.join(pictures, "metric_curves.png"))
   return record
+
+
+def evaluate_replicas(
+  runs: Sequence[tuple[int, ml_collections.ConfigDict, str]],
+  graphdef: nnx.GraphDef,
+  state: Any,
+  dataset: Any,
+  *,
+  mesh: Mesh | None = None,
+  progress: bool = False,
+  by: str = "train",
+) -> list[dict[str, Any]]:
+  """Scores replicas of a K-run program, each exactly as `evaluate_and_write` scores its run.
+
+  The array metrics' points of every replica (its own seed's draw, `metrics.split_factors`)
+  are encoded together: one vmapped encoder over the replica axis takes a batch of each
+  replica's images per call, so K replicas cost about one encoding pass on an accelerator, not
+  K. The metrics, the FactorVAE/BetaVAE batches and the pictures are then computed per replica.
+
+  Args:
+    runs: (index in the stacked state, the replica's config, its directory) of each replica to
+      score (`replicas.Replica`; a K-run skips the replicas that stopped).
+    graphdef: graph definition of the train state's modules.
+    state: the program's stacked `train.TrainState`, replicated on `mesh` or on one device.
+    dataset, mesh, progress, by: as in `evaluate_and_write`.
+
+  Returns:
+    The records written, in the order of `runs`.
+  """
+  if not runs:
+    return []
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  indices = np.asarray([index for index, _, _ in runs])
+  modules = jax.tree.map(lambda a: a[indices], sharding.host_local(state.modules))
+  modules = sharding.replicate(modules, mesh)
+  step = train_step.step_of(state)
+  configs = [config for _, config, _ in runs]
+  codes = [None] * len(runs)
+  if any(name in metrics_lib.suite.ARRAY_METRICS for name in configs[0].eval.metrics):
+    codes = _encode_replica_points(configs, graphdef, modules, dataset, step, mesh, progress)
+  return [
+    evaluate_and_write(
+      config,
+      workdir,
+      graphdef,
+      replicas.take(state, int(index)),
+      dataset,
+      mesh=mesh,
+      progress=progress,
+      by=by,
+      codes=own_codes,
+    )
+    for (index, config, workdir), own_codes in zip(runs, codes, strict=True)
+  ]
+
+
+def _encode_replica_points(
+  configs: Sequence[ml_collections.ConfigDict],
+  graphdef: nnx.GraphDef,
+  modules: Any,
+  dataset: Any,
+  step: int,
+  mesh: Mesh,
+  progress: bool,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+  """(train codes, test codes) of each replica's array-metric points, encoded together by the
+  stacked `modules` (replica k = `configs[k]`, its points drawn from its own evaluation key)."""
+  num_train, num_test = configs[0].eval.num_train, configs[0].eval.num_test
+  factors = [
+    metrics_lib.split_factors(dataset, _eval_key(config, step), num_train, num_test)
+    for config in configs
+  ]
+  encode_rows = _encode_replica_rows(graphdef, mesh)
+  rows = min(256, max(1, _REPLICA_ENCODE_IMAGES // len(configs)))
+  splits = []
+  for split in range(2):
+    codes = []
+    for start in tqdm.trange(
+      0, len(factors[0][split]), rows, desc="encode", disable=not progress, leave=False
+    ):
+      images = [dataset.images_from_factors(f[split][start : start + rows]) for f in factors]
+      codes.append(encode_rows(modules, np.stack(images, axis=1)))
+    splits.append(np.concatenate(codes, axis=0))  # [N, K, D]
+  return [(splits[0][:, k], splits[1][:, k]) for k in range(len(configs))]
 
 
 def merge_metrics_json(

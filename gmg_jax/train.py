@@ -41,6 +41,7 @@ from gmg_jax.train_step import (  # noqa: F401 (the step's API, re-exported for 
   host_batch,
   make_train_step,
   step_keys,
+  step_of,
   train_step,
 )
 from gmg_jax.writers import MetricWriter, read_jsonl, write_json_atomic
@@ -268,10 +269,6 @@ def _make_runs(config, workdir, replicas, failed: dict[str, int]) -> list[_Run]:
   return runs
 
 
-def _step_of(state: TrainState) -> int:
-  return int(np.asarray(sharding.host_local(state.step)).reshape(-1)[0])
-
-
 def _eval_due(config: ml_collections.ConfigDict, step: int) -> bool:
   every = config.eval.every_steps
   return bool(every) and (step % every == 0 or step == config.train.num_steps)
@@ -310,7 +307,7 @@ def _train_loop(
   multi = runs[0].replica is not None
   local_dataset = sharding.host_local(dataset) if dataset.jittable else dataset
   batch_source = _batch_source(config, dataset, state.rng, mesh)
-  start, num_steps = _step_of(state), config.train.num_steps
+  start, num_steps = step_of(state), config.train.num_steps
   last_log = (start, time.time())
   active = (
     sharding.replicate(jnp.asarray([run.failure is None for run in runs]), mesh) if multi else None
@@ -348,6 +345,23 @@ def _train_loop(
         run.writer.write(done, {**scalars, "steps_per_second": rate})
       last_log = (done, time.time())
 
+  def evaluate(due: list[_Run], state: TrainState) -> None:
+    # Every process encodes its share of the points and gets all codes; process 0 writes. A
+    # K-run's replicas are encoded together (one vmapped encoder), then scored one by one.
+    if not multi:
+      for run in due:
+        evaluation.evaluate_and_write(
+          run.config, run.workdir, graphdef, state, local_dataset, mesh=mesh
+        )
+      return
+    evaluation.evaluate_replicas(
+      [(run.replica.index, run.config, run.workdir) for run in due],
+      graphdef,
+      state,
+      local_dataset,
+      mesh=mesh,
+    )
+
   bar = tqdm.tqdm(
     total=num_steps,
     initial=start,
@@ -359,11 +373,7 @@ def _train_loop(
   # (SIGKILL after a preemption's grace period, say) resumes here and does what that step owes,
   # e.g. the replicas of a K-run that were not reached.
   if start > 0 and _eval_due(config, start):
-    for run in runs:
-      if _owes_evaluation(run, start):
-        evaluation.evaluate_and_write(
-          run.config, run.workdir, graphdef, run.view(state), local_dataset, mesh=mesh
-        )
+    evaluate([run for run in runs if _owes_evaluation(run, start)], state)
   pending = None  # (step, metrics) of the last dispatched step: read after the next dispatch.
   preempted = False
   with _Preemption() as preemption, bar:
@@ -390,12 +400,7 @@ def _train_loop(
         checkpointing.save(manager, done, state, meta)
       bar.update(1)
       if eval_due:
-        # Every process encodes its share of the points and gets all codes; process 0 writes.
-        for run in runs:
-          if run.failure is None:
-            evaluation.evaluate_and_write(
-              run.config, run.workdir, graphdef, run.view(state), local_dataset, mesh=mesh
-            )
+        evaluate([run for run in runs if run.failure is None], state)
       if preempted:
         break
     if pending is not None:
@@ -477,7 +482,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   graphdef, state = create_train_state(config, dataset.image_shape, replicas)
   # Restoring into a replicated state makes Orbax read it replicated on every process.
   state = sharding.replicate(state, mesh)
-  example = [state, _batch_source(config, dataset, state.rng, mesh)(_step_of(state))]
+  example = [state, _batch_source(config, dataset, state.rng, mesh)(step_of(state))]
   if replicas is not None:
     example.append(sharding.replicate(jnp.ones(len(replicas), bool), mesh))
   step_fn = _compile_step(
@@ -490,12 +495,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     # Only now, with the state restored (or fresh), does the run claim the workdir.
     checkpointing.write_config(workdir, config)
     runs = _make_runs(config, workdir, replicas, meta.get("failed", {}))
-    resumed, step = _step_of(state), None
+    resumed, step = step_of(state), None
     try:
       for run in runs:
         run.open(resumed)
       state, preempted = _train_loop(config, runs, graphdef, state, dataset, step_fn, manager, mesh)
-      step = _step_of(state)
+      step = step_of(state)
     finally:
       # Also on errors: a save in flight (the last good state) completes.
       manager.wait_until_finished()

@@ -41,6 +41,11 @@ class TrainState(struct.PyTreeNode):
   modules: Any
 
 
+def step_of(state: TrainState) -> int:
+  """The steps `state` has taken, read on the host (a K-run's replicas share their step)."""
+  return int(np.asarray(sharding.host_local(state.step)).reshape(-1)[0])
+
+
 def _vae_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransformation:
   adam = optax.adam(optim.learning_rate, b1=optim.b1, b2=optim.b2, eps=optim.eps)
   if optim.grad_clip_norm > 0:

@@ -162,3 +162,24 @@ def test_compute_metrics_keys_and_modes(dataset):
   assert exact["mig"]["discrete_mig"] > 0.9
   with pytest.raises(ValueError, match="Unknown metrics"):
     metrics.compute_metrics(["irz"], dataset, perfect_code, jax.random.key(0))
+
+
+def test_compute_metrics_takes_the_callers_codes_of_its_own_points(dataset):
+  names, key = ("mig", "sap"), jax.random.key(3)
+  kwargs = dict(num_train=300, num_test=200)
+  expected = metrics.compute_metrics(names, dataset, perfect_code, key, **kwargs)
+  factors = metrics.split_factors(dataset, key, 300, 200)
+  codes = tuple(perfect_code(dataset.images_from_factors(f)) for f in factors)
+
+  def never(images):
+    raise AssertionError("the array metrics' points were given: nothing to encode")
+
+  assert metrics.compute_metrics(names, dataset, never, key, codes=codes, **kwargs) == expected
+  # Codes of other points (another key's draw) give other scores: the points are matched.
+  other = tuple(
+    perfect_code(dataset.images_from_factors(f))
+    for f in metrics.split_factors(dataset, jax.random.key(4), 300, 200)
+  )
+  assert metrics.compute_metrics(names, dataset, never, key, codes=other, **kwargs) != expected
+  with pytest.raises(ValueError, match=r"codes has \[300, 100\] rows.*num_test = 300, 200"):
+    metrics.compute_metrics(names, dataset, never, key, codes=(codes[0], codes[1][:100]), **kwargs)

@@ -3,14 +3,27 @@
 import functools
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT
 from flax import nnx
 
-from gmg_jax import checkpointing, data, evaluate, objectives, regularizers, replicas, train
+from gmg_jax import (
+  checkpointing,
+  data,
+  evaluate,
+  evaluation,
+  objectives,
+  regularizers,
+  replicas,
+  train,
+)
 from gmg_jax.config import ConfigError
 
 # Measured: a replica's loss curve differs from its single run's by <= 2e-7 relative over 50
@@ -299,3 +312,69 @@ def test_a_replica_is_scored_from_its_programs_checkpoint(krun):
   assert int(restored.step) == 50
   for a, b in zip(_params(restored), _params(replicas.take(state, 5)), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _scores(workdir):
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    return {k: v for k, v in json.load(f).items() if k not in ("sources", "step")}
+
+
+@pytest.mark.slow
+def test_replicas_encoded_together_score_as_each_alone(krun, tmp_path, monkeypatch):
+  """`evaluate_replicas` (one vmapped encoder over the replicas) writes what scoring each
+  replica on its own writes; a small call size makes it take several batches, the last short."""
+  config, _, state = krun
+  chosen = [replicas.expand(config)[i] for i in (0, 3, 6)]  # Other seeds and values.
+  dataset = data.get_dataset(config.data)
+  graphdef = train.create_train_state(config, dataset.image_shape, replicas.expand(config))[0]
+  for r in chosen:
+    r.config.eval.metrics = ("mig", "sap", "modularity_explicitness")
+  monkeypatch.setattr(evaluation, "_REPLICA_ENCODE_IMAGES", 3 * 64)  # 200 points: 64+64+64+8.
+  due = [(r.index, r.config, str(tmp_path / "together" / r.name)) for r in chosen]
+  records = evaluation.evaluate_replicas(due, graphdef, state, dataset)
+  for r, record in zip(chosen, records, strict=True):
+    alone = str(tmp_path / "alone" / r.name)
+    expected = evaluation.evaluate_and_write(
+      r.config, alone, graphdef, replicas.take(state, r.index), dataset
+    )
+    assert record["step"] == expected["step"] == 50
+    for name in r.config.eval.metrics:
+      for key, value in expected[name].items():
+        np.testing.assert_allclose(record[name][key], value, atol=1e-5, err_msg=f"{name}/{key}")
+    assert _scores(tmp_path / "together" / r.name) == {
+      k: v for k, v in json.loads(json.dumps(record)).items() if k != "step"
+    }
+  assert records[0]["mig"] != records[1]["mig"]  # Each replica scored its own encoder.
+
+
+@pytest.mark.slow
+def test_the_cli_scores_every_replica_of_a_program_that_had_not_stopped(krun, tmp_path):
+  config, workdir, _ = krun
+  program = str(tmp_path / "program")
+  shutil.copytree(workdir, program)
+  names = [r.name for r in replicas.expand(config)]
+  with open(os.path.join(program, "replicas.json")) as f:
+    index = json.load(f)
+  index["replicas"][2].update(status="stopped", failed_at=20)  # As if it went non-finite at 20.
+  with open(os.path.join(program, "replicas.json"), "w") as f:
+    json.dump(index, f)
+  before = {name: _scores(os.path.join(program, name)) for name in names}
+  result = subprocess.run(
+    [sys.executable, "-m", "gmg_jax.evaluate", f"--workdir={program}", "--metrics=mig,sap"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  for name in names:
+    with open(os.path.join(program, name, "metrics.json")) as f:
+      written = json.load(f)
+    if name == names[2]:
+      assert "sap" not in written and _scores(os.path.join(program, name)) == before[name]
+      continue
+    assert written["sources"]["sap"]["by"] == "evaluate" and written["sources"]["sap"]["step"] == 50
+    # The trainer's MIG at step 50 (all 8 encoded together), again from 7 encoded together.
+    np.testing.assert_allclose(
+      written["mig"]["discrete_mig"], before[name]["mig"]["discrete_mig"], atol=1e-5
+    )

@@ -37,7 +37,7 @@ from gmg_jax.metrics.sampled import (
   sample_factor_vae_batches,
 )
 from gmg_jax.metrics.sap import sap, sap_score_matrix
-from gmg_jax.metrics.suite import METRIC_NAMES, check_names, compute_metrics
+from gmg_jax.metrics.suite import METRIC_NAMES, check_names, compute_metrics, split_factors
 from gmg_jax.metrics.udr import gaussian_kl, relative_strength, spearman_matrix, udr
 from gmg_jax.metrics.unsupervised import (
   gaussian_total_correlation,
@@ -80,6 +80,7 @@ __all__ = [
   "sap",
   "sap_score_matrix",
   "spearman_matrix",
+  "split_factors",
   "udr",
   "unsupervised",
 ]

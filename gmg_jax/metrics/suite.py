@@ -74,6 +74,18 @@ def check_dataset(names: Sequence[str], dataset: Any) -> None:
     )
 
 
+def split_factors(
+  dataset: Any, key: jax.Array, num_train: int, num_test: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """The factors of the array metrics' train and test points, as `compute_metrics` draws them
+  from `key`: [num_train, K] and [num_test, K] indices."""
+  key_train, key_test, _ = jax.random.split(key, 3)
+  return tuple(
+    np.asarray(dataset.sample_factors(k, n))
+    for k, n in ((key_train, num_train), (key_test, num_test))
+  )
+
+
 def compute_metrics(
   names: Sequence[str],
   dataset: Any,
@@ -87,6 +99,7 @@ def compute_metrics(
   encode_batch_size: int = 256,
   random_state: int = 0,
   progress: bool = False,
+  codes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
   """Computes metrics by name with disentanglement_lib's defaults.
 
@@ -103,23 +116,32 @@ def compute_metrics(
     encode_batch_size: images encoded at once.
     random_state: seed of the sklearn estimators.
     progress: tqdm bars over metrics and encoding.
+    codes: the codes of the array metrics' train and test points (`split_factors` of `key`),
+      when the caller has encoded them (a K-run encodes all its replicas' at once,
+      `evaluation.evaluate_replicas`); None encodes them here with `representation_fn`.
 
   Returns:
     {name: {score key: value}}.
   """
   check_names(names, mode)
   check_dataset(names, dataset)
-  key_train, key_test, key_sampled = jax.random.split(key, 3)
+  key_sampled = jax.random.split(key, 3)[2]
   run = dict(batch_size=encode_batch_size, progress=progress)
   splits = None
   results = {}
   for index, name in enumerate(tqdm.tqdm(names, desc="metrics", disable=not progress)):
     if name in ARRAY_METRICS:
       if splits is None:
-        splits = []
-        for split_key, num in ((key_train, num_train), (key_test, num_test)):
-          factors = np.asarray(dataset.sample_factors(split_key, num))
-          splits.append((sampled.encode(dataset, representation_fn, factors, **run), factors))
+        factors = split_factors(dataset, key, num_train, num_test)
+        if codes is None:
+          codes = [sampled.encode(dataset, representation_fn, f, **run) for f in factors]
+        elif [len(c) for c in codes] != [len(f) for f in factors]:
+          raise ValueError(
+            f"codes has {[len(c) for c in codes]} rows for the train and test points, but "
+            f"num_train, num_test = {num_train}, {num_test}: pass the codes of "
+            "split_factors(dataset, key, num_train, num_test)."
+          )
+        splits = [(np.asarray(c), f) for c, f in zip(codes, factors, strict=True)]
       results[name] = ARRAY_METRICS[name](*splits, mode, random_state)
     elif name == "factor_vae":
       results[name] = sampled.factor_vae_score(
