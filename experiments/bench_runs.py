@@ -2,6 +2,7 @@
 
   python experiments/bench_runs.py                                  # 32x32 MLP, batch 64
   python experiments/bench_runs.py --setting=conv64 --ks=1,2,4 --steps=5
+  python experiments/bench_runs.py --evaluation --ks=8             # a K-run's evaluation
 
 For each regularizer and K, the K-run step (`train_step.make_train_step(..., replicas=...)`,
 the step the trainer runs for `num_seeds=K`) and the single-run step are compiled and timed in
@@ -12,21 +13,28 @@ processes hits all of them alike. Reported:
 * runs/hour for a run of `--run_steps` steps, counting what each side pays once per process:
   K separate runs pay K x (process start + compilation + steps), one program pays one start,
   its own compilation and its steps. The process start (python, jax and gmg_jax imports) is
-  measured here in a subprocess; evaluation is left out (it is the same per run on both sides).
+  measured here in a subprocess; evaluation is left out.
+
+`--evaluation` times instead a K-run's evaluation at the config's sizes (10,000 + 5,000 points a
+replica, `--eval_metrics`, no pictures): every replica scored on its own
+(`evaluation.evaluate_and_write`, one after another, as separate runs do) against
+`evaluation.evaluate_replicas` (the replicas' points encoded together), side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
 import numpy as np
 import studies  # experiments/ is not a package: the script's own directory.
 
-from gmg_jax import data, replicas, train_step
+from gmg_jax import data, evaluation, replicas, train_step
 from gmg_jax.config import get_config
 
 _MODEL = ("data.image_size", "model.arch", "model.mlp_hidden", "train.batch_size")
@@ -65,6 +73,40 @@ def _process_start() -> float:
   return time.perf_counter() - start
 
 
+def _time_evaluation(setting: str, k: int, metrics: tuple[str, ...], repeats: int) -> None:
+  """Prints the seconds of K replicas' evaluation, one by one and encoded together."""
+  config = _config(setting, "none", k)
+  config.eval.metrics, config.eval.pictures = metrics, False
+  runs = replicas.expand(config)
+  dataset = data.get_dataset(config.data)
+  graphdef, state = train_step.create_train_state(config, dataset.image_shape, runs)
+  with tempfile.TemporaryDirectory() as root:
+
+    def alone():
+      for r in runs:
+        own = replicas.take(state, r.index)
+        evaluation.evaluate_and_write(r.config, os.path.join(root, r.name), graphdef, own, dataset)
+
+    def together():
+      due = [(r.index, r.config, os.path.join(root, r.name)) for r in runs]
+      evaluation.evaluate_replicas(due, graphdef, state, dataset)
+
+    times = {"one by one": [], "together": []}
+    for fn in (alone, together):  # Compilation and caches.
+      fn()
+    for _ in range(repeats):
+      for name, fn in (("one by one", alone), ("together", together)):
+        begin = time.perf_counter()
+        fn()
+        times[name].append(time.perf_counter() - begin)
+  alone_s, together_s = (float(np.median(times[n])) for n in ("one by one", "together"))
+  print(
+    f"| {setting} | {k} | {','.join(metrics)} | {alone_s:.2f} | {together_s:.2f} | "
+    f"{alone_s / together_s:.2f}x |",
+    flush=True,
+  )
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--setting", default="mlp32", choices=sorted(SETTINGS))
@@ -72,8 +114,19 @@ def main() -> None:
   parser.add_argument("--ks", default="1,2,4,8")
   parser.add_argument("--steps", type=int, default=10, help="timed steps per program")
   parser.add_argument("--run_steps", type=int, default=2000, help="steps of one run, for runs/hour")
+  parser.add_argument("--evaluation", action="store_true", help="time a K-run's evaluation")
+  parser.add_argument("--eval_metrics", default="mig", help="metrics of --evaluation")
+  parser.add_argument("--repeats", type=int, default=3, help="timed evaluations of each side")
   args = parser.parse_args()
   ks = [int(k) for k in args.ks.split(",")]
+  if args.evaluation:
+    print(f"device: {jax.devices()[0].device_kind}")
+    print(
+      "| setting | K | metrics | one by one s | together s | ratio |\n|---|---|---|---|---|---|"
+    )
+    for k in ks:
+      _time_evaluation(args.setting, k, tuple(args.eval_metrics.split(",")), args.repeats)
+    return
   if 1 not in ks:
     ks = [1, *ks]
   start_s = _process_start()
