@@ -17,9 +17,10 @@ so one grid point per (objective, hfs): 2 * 2 * (1 + 12) = 52 configs per seed.
       --objectives=beta_vae --hfs=no --placements=decoder --seeds=0,1,2 --run
 
 Runs are grouped into K-run programs (gmg_jax/replicas.py: K runs vmapped in one jitted step) of
-at most `--replicas_per_program` (default 8) runs: contiguous seeds of one configuration, crossed
-with the values of scalar fields a K-run may vary (`--config.vary`) where the study's values form
-a full grid. `--replicas_per_program=1` runs every run as its own process. A configuration's name
+at most `--replicas_per_program` runs (default: 8 on a GPU/TPU, 1 on a CPU, where such programs
+measured slower than separate runs): contiguous seeds of one configuration, crossed with the
+values of scalar fields a K-run may vary (`--config.vary`) where the study's values form a full
+grid. `--replicas_per_program=1` runs every run as its own process. A configuration's name
 is its variant with "," replaced by "+", then the study's axes of that variant, sorted (e.g.
 `beta_vae+gmg_cos_decoder+weight=100`); aggregation reads the axes back from it. Run directories:
 `<root>/<study>/<name>/seed_<S>` (a program of one run) or `<root>/<study>/<dir>/seeds_<lo>-<hi>/
@@ -332,6 +333,30 @@ def is_finished(workdir: str, num_steps: int) -> bool:
     return False
 
 
+# Runs per K-run program on an accelerator. On a CPU every run is its own process: measured on 2
+# cores (experiments/results/bench_runs/mlp32_cpu.md), programs of K = 8 (32x32 MLP) and K = 4
+# (64x64 conv) give 0.74-0.87x the runs/hour of separate runs, since a replica's parameters,
+# gradient and Adam moments no longer stay in the caches between its steps; on an H100 they give
+# 3-6.6x (experiments/results/gpu/).
+ACCELERATOR_REPLICAS = 8
+
+
+def default_replicas_per_program() -> int:
+  """`ACCELERATOR_REPLICAS` where the runs train on a GPU or TPU, 1 on a CPU.
+
+  The backend is read in a subprocess: a JAX started in this process would hold the
+  accelerator's memory while the runs train.
+  """
+  probe = subprocess.run(
+    [sys.executable, "-c", "import jax; print(jax.default_backend())"],
+    capture_output=True,
+    text=True,
+    check=True,
+    env={**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"},
+  )
+  return 1 if probe.stdout.split()[-1] == "cpu" else ACCELERATOR_REPLICAS
+
+
 def run_all(
   config_file: str, runs: Sequence[Run], root: str, max_replicas: int = 8
 ) -> list[tuple[Run, str]]:
@@ -496,9 +521,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument(
     "--replicas_per_program",
     type=int,
-    default=8,
+    default=None,
     metavar="K",
-    help="seeds of one configuration trained as one vmapped program (1: a process per run)",
+    help="runs trained as one vmapped program (1: a process per run); default: "
+    f"{ACCELERATOR_REPLICAS} on a GPU/TPU, 1 on a CPU (default_replicas_per_program)",
   )
   p.add_argument("--no_aggregate", action="store_true", help="--run without aggregating")
   p.add_argument(
@@ -568,6 +594,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.aggregate:
     write_results(root, results, study, args.traversals)
     return
+  if args.replicas_per_program is None:
+    args.replicas_per_program = default_replicas_per_program()
   if args.replicas_per_program < 1:
     raise SystemExit(f"--replicas_per_program={args.replicas_per_program}: must be >= 1.")
   runs = runs_from_args(args)

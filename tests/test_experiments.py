@@ -5,6 +5,7 @@ import itertools
 import json
 import math
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -387,7 +388,7 @@ def test_sweep_cli_runs_a_real_tiny_study_as_one_program_then_skips_it(tmp_path,
   )
   monkeypatch.setitem(studies.STUDIES, "tiny", study)
   args = ["--study=tiny", f"--root={tmp_path}/runs", f"--results={tmp_path}/results"]
-  sweep.main(["--run", *args])
+  sweep.main(["--run", "--replicas_per_program=8", *args])  # On a CPU the default is 1.
   program = tmp_path / "runs" / "tiny" / "beta_vae" / "seeds_0-1"
   for beta, seed in itertools.product((1, 4), (0, 1)):
     replica = program / f"beta={beta},seed={seed}"
@@ -401,8 +402,18 @@ def test_sweep_cli_runs_a_real_tiny_study_as_one_program_then_skips_it(tmp_path,
   with open(tmp_path / "results" / "tiny" / "paired.csv") as f:
     assert [int(r["n"]) for r in csv.DictReader(f)] == [2]
   mtime = os.path.getmtime(program / "beta=1,seed=0" / "metrics.json")
-  sweep.main(["--run", *args])
+  sweep.main(["--run", "--replicas_per_program=8", *args])
   assert os.path.getmtime(program / "beta=1,seed=0" / "metrics.json") == mtime
+
+
+def test_the_sweep_trains_a_process_per_run_on_a_cpu_and_programs_of_8_on_an_accelerator(
+  monkeypatch,
+):
+  assert sweep.default_replicas_per_program() == 1  # The suite runs on CPUs: a real probe.
+  for backend, expected in (("cpu", 1), ("gpu", 8), ("tpu", 8)):
+    done = subprocess.CompletedProcess([], 0, stdout=f"{backend}\n")
+    monkeypatch.setattr(sweep.subprocess, "run", lambda *a, done=done, **k: done)
+    assert sweep.default_replicas_per_program() == expected
 
 
 def test_epsilon_ablation_sees_no_gap_for_an_isometry_and_a_large_one_for_a_shuffle():
