@@ -159,22 +159,25 @@ def train_step(
     images = jax.lax.with_sharding_constraint(images, batch_layout)
   (loss, aux), grads = loss_and_grad(vae, images, loss_key, state.step, critic)
   metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
-  finite = active & jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"]) & _all_finite(grads)
+  # A finite norm means every gradient entry and its square are finite.
+  finite = active & jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
   if critic is not None:
     # The critic sees the codes the VAE loss used, from the VAE before its update.
     codes = objectives.sample_codes(vae, images, loss_key)
     (_, critic_aux), critic_grads = nnx.value_and_grad(
       objectives.factor_vae_discriminator_loss, has_aux=True
     )(critic, codes, critic_key)
-    finite &= _all_finite(critic_grads)
+    finite &= jnp.isfinite(optax.tree.norm(critic_grads))
     modules[3].update(critic, critic_grads)
     metrics.update(critic_aux)
   optimizer.update(vae, grads)
 
   updated = nnx.state(modules)
-  # A finite gradient can still give non-finite parameters or moments (a NaN or huge learning
-  # rate): the new state itself must be finite to be kept (and ever saved).
-  finite &= _all_finite(updated)
+  # The new state must be finite to be kept (and ever saved). Its Adam moments are, given a
+  # finite gradient norm (convex combinations of finite values and of squares that the norm
+  # bounds); its parameters need not be (a finite update times a huge learning rate), so only
+  # they are checked: reading the moments as well cost 15% of a 32x32 MLP step on a CPU.
+  finite &= _all_finite([nnx.state(m, nnx.Param) for m in (vae, critic) if m is not None])
   new_modules = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state.modules)
   metrics["finite"] = finite
   return state.replace(step=state.step + 1, modules=new_modules), metrics

@@ -161,6 +161,32 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tiny, tmp_
   assert all(np.all(np.isfinite(np.asarray(p))) for p in _params(state))
 
 
+@pytest.mark.parametrize("variant", ["", "factor_vae"])
+def test_a_step_whose_parameters_overflow_is_not_applied(tiny, variant):
+  """A finite loss and gradient, but a learning rate that overflows float32 (inf): the new
+  parameters are inf while the Adam moments stay finite (the step checks only the parameters).
+  The step must flag it and keep the old state."""
+  config = tiny(variant)
+  config.optim.learning_rate = 1e39  # A finite Python float; inf in float32.
+  dataset = data.get_dataset(config.data)
+  graphdef, state = train.create_train_state(config, dataset.image_shape)
+  before = jax.tree.map(np.array, state.modules)
+  new, metrics = train.make_train_step(graphdef, config)(jax.tree.map(jnp.copy, state), dataset)
+  assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["grad_norm"])
+  assert not bool(metrics["finite"]) and int(new.step) == 1
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(new.modules), strict=True):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  # What the check relies on: the same update unguarded has finite moments, infinite parameters.
+  modules = nnx.merge(graphdef, jax.tree.map(jnp.asarray, before))
+  vae, optimizer = modules[:2]
+  grads = nnx.grad(lambda m: jnp.sum(m.encode(dataset.sample_batch(jax.random.key(0), 8)[0])[0]))(
+    vae
+  )
+  optimizer.update(vae, grads)
+  assert not all(np.all(np.isfinite(p)) for p in jax.tree.leaves(nnx.state(vae, nnx.Param)))
+  assert all(np.all(np.isfinite(m)) for m in jax.tree.leaves(nnx.state(optimizer.opt_state)))
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
   steps = ["--config.train.num_steps=60", "--config.train.checkpoint_every=10"]
