@@ -127,8 +127,16 @@ def _execute(name, overrides, report_expression):
   notebook.cells.append(
     nbformat.v4.new_code_cell(f"import json as _json\nprint(_json.dumps({report_expression}))")
   )
+  # A cell's output can reach the client after the cell's reply; nbclient waits iopub_timeout
+  # (4 s by default) for it and then drops it silently, which on 2 busy cores lost the report
+  # cell's output once (an empty outputs list). Wait longer, and fail loudly if it never comes.
   client = NotebookClient(
-    notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": NOTEBOOKS}}
+    notebook,
+    timeout=600,
+    iopub_timeout=120,
+    raise_on_iopub_timeout=True,
+    kernel_name="python3",
+    resources={"metadata": {"path": NOTEBOOKS}},
   )
   env = {"JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
   old = {k: os.environ.get(k) for k in env}
