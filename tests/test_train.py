@@ -162,6 +162,7 @@ def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tiny, tmp_
 
 
 @pytest.mark.parametrize("variant", ["", "factor_vae"])
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # On purpose.
 def test_a_step_whose_parameters_overflow_is_not_applied(tiny, variant):
   """A finite loss and gradient, but a learning rate that overflows float32 (inf): the new
   parameters are inf while the Adam moments stay finite (the step checks only the parameters).
