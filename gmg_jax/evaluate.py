@@ -27,6 +27,7 @@ from flax import nnx
 
 from gmg_jax import checkpointing, cli, evaluation, replicas, train
 from gmg_jax import data as data_lib
+from gmg_jax import metrics as metrics_lib
 from gmg_jax.config import ConfigError
 
 
@@ -142,6 +143,11 @@ def main(argv: list[str]) -> None:
   # The run is opened once; each named checkpoint is restored into the same state structure.
   run = _open_run(workdir)
   config = _override_eval(run.config, args)
+  try:  # Before any checkpoint is restored or image encoded.
+    metrics_lib.check_names(config.eval.metrics, config.eval.mode)
+    metrics_lib.suite.check_dataset(config.eval.metrics, run.dataset)
+  except ValueError as e:
+    raise ConfigError(f"{e} Nothing was evaluated or written.") from e
   program = replicas.expand(config) if replicas.is_multi(config) else None
   for step in checkpoint_steps(run.manager, args.step):
     state = _restore(workdir, run, step)

@@ -69,3 +69,25 @@ def test_cli_on_a_directory_without_a_run_says_what_is_missing(tmp_path):
   )
   assert result.returncode != 0
   assert "config.json does not exist" in result.stderr + result.stdout
+
+
+def test_cli_with_an_unknown_metric_says_so_before_any_work(tiny, tmp_path):
+  config = tiny()
+  config.train.num_steps = config.eval.every_steps = 4
+  config.eval.metrics = ("mig",)
+  config.eval.num_train, config.eval.num_test = 100, 50
+  train.train_and_evaluate(config, str(tmp_path))
+  written = {p: p.read_bytes() for p in (tmp_path / "metrics.json", tmp_path / "eval.jsonl")}
+  result = subprocess.run(
+    [sys.executable, "-m", "gmg_jax.evaluate", f"--workdir={tmp_path}", "--metrics=mig,mgi"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert result.returncode != 0
+  assert "Error: Unknown metrics ['mgi']" in result.stderr, result.stderr[-2000:]
+  assert "Nothing was evaluated or written" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert {p: p.read_bytes() for p in written} == written  # The run is as it was.
