@@ -165,6 +165,12 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
       f"regularizer.gmg.epsilon_0={gmg_config.epsilon_0!r}: below {floor:.3g}, the smallest "
       "epsilon the float32 solver uses (smaller values would all give the same run)."
     )
+  bad_steps = [s for s in config.eval.at_steps if not (isinstance(s, int) and s >= 1)]
+  if bad_steps:
+    found.append(
+      f"eval.at_steps={tuple(config.eval.at_steps)!r}: steps must be integers >= 1 (e.g. "
+      "--config.eval.at_steps='(1000, 2000)')."
+    )
   if config.train.init_from and not os.path.isdir(config.train.init_from):
     found.append(f"train.init_from={config.train.init_from!r}: no such directory.")
   if config.eval.mode in metrics_lib.MODES:

@@ -135,6 +135,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.every_steps = 10_000  # Steps between evaluations (also at the end); 0 disables.
+  # Further steps to evaluate at, e.g. (1000, 2000) for a learning curve's early points.
+  config.eval.at_steps = ()
   config.eval.metrics = ("dci", "mig", "sap", "modularity_explicitness")  # gmg_jax.metrics names.
   config.eval.mode = "fast"  # "exact" (disentanglement_lib estimators) or "fast".
   config.eval.num_train = 10_000  # Training points of the metrics.

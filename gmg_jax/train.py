@@ -269,9 +269,19 @@ def _make_runs(config, workdir, replicas, failed: dict[str, int]) -> list[_Run]:
   return runs
 
 
+def evaluates(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run evaluates at all (`eval.every_steps` or `eval.at_steps` set)."""
+  return bool(config.eval.every_steps) or bool(config.eval.at_steps)
+
+
 def _eval_due(config: ml_collections.ConfigDict, step: int) -> bool:
+  """Every `eval.every_steps` steps, at each of `eval.at_steps`, and at the end."""
   every = config.eval.every_steps
-  return bool(every) and (step % every == 0 or step == config.train.num_steps)
+  if not evaluates(config):
+    return False
+  return (bool(every) and step % every == 0) or step in config.eval.at_steps or (
+    step == config.train.num_steps
+  )
 
 
 def _owes_evaluation(run: _Run, step: int) -> bool:
@@ -470,7 +480,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   checks.check_config(config)
   mesh = sharding.make_mesh()
   dataset = data_lib.get_dataset(config.data)
-  if config.eval.every_steps:
+  if evaluates(config):
     try:
       metrics_lib.suite.check_dataset(config.eval.metrics, dataset)
     except ValueError as e:
