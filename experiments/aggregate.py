@@ -15,33 +15,34 @@ regularizer, cost and placement are read back from it. Writes, in `--out`:
   over seeds of the main metrics.
 * `<metric>.png`: a bar per configuration (mean, std error bar, one dot per seed).
 
-Paired comparison of arms run over the same seeds (instead of the above):
+Paired comparison of arms run over the same seeds (instead of the above; `experiments/paired.py`):
 
   python experiments/aggregate.py --root=/tmp/gmg_sweeps/readme_cpu32 \
       --out=experiments/results/readme_cpu32 \
-      --compare=beta_vae+dst_cos_decoder:beta_vae,beta_vae+gmg_cos_decoder:beta_vae \
-      [--metrics=dci/disentanglement,mig/discrete_mig]
+      --primary=beta_vae+gmg_cos_decoder:beta_vae [--primary_metric=dci/disentanglement] \
+      --compare=beta_vae+dst_cos_decoder:beta_vae [--metrics=dci/disentanglement,mig/discrete_mig]
 
-pairs the runs of A and B by seed and writes, in `--out`, `paired.md` and `paired.csv` (per pair
-and metric: seeds, means, mean paired difference A - B, its percentile bootstrap CI and a verdict)
-and `paired_<A>_vs_<B>.png` (per-seed lines from A to B, the mean difference with its CI).
+pairs the runs of A and B by seed and writes, in `--out`, `paired.md` and `paired.csv`: the
+primary family (paired t interval, p, Holm-adjusted p, minimal detectable effect, verdict) and
+the exploratory comparisons (interval and raw p, no verdict), and `paired_<A>_vs_<B>.png`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import paired
+
+from gmg_jax.atomic import atomic_write
 
 # Columns of results.md and the plots, in this order, when present.
 MAIN_METRICS = (
@@ -63,7 +64,9 @@ TRAIN_COLUMNS = (
   *(f"train/{k}" for k in GRADIENT_SUMMARY),
   "train/regularizer/gmg_identity_won",
 )
-PLOT_METRICS = ("dci/disentanglement", "mig/discrete_mig")
+PLOT_METRICS = paired.PLOT_METRICS
+# Panels of the learning curves (`plot_curves`).
+CURVE_METRICS = ("dci/disentanglement", "dci/informativeness_test", "mig/discrete_mig")
 _REGULARIZER = re.compile(
   r"^(dst|gmg)_(l2|scl2|cos)_(encoder|decoder)$|^(jacobian)_(encoder|decoder)$"
 )
@@ -113,7 +116,7 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
   return flat
 
 
-def _train_diagnostics(run_dir: str) -> dict[str, float]:
+def train_diagnostics(run_dir: str) -> dict[str, float]:
   """Last logged loss terms, mean regularizer logs, and the train_summary.json gradient medians."""
   out = {}
   summary = os.path.join(run_dir, "train_summary.json")
@@ -195,7 +198,7 @@ def collect(root: str) -> list[dict[str, Any]]:
       record = json.load(f)
     row: dict[str, Any] = {**parse_name(name), "seed": seed, "step": int(record.get("step", -1))}
     row.update(flatten({k: v for k, v in record.items() if k not in ("step", "sources")}))
-    row.update(_train_diagnostics(run_dir))
+    row.update(train_diagnostics(run_dir))
     rows.append(row)
   # A seed evaluated in two places (a run of its own stopped midway, then finished as a program's
   # replica) counts once, at its latest step.
@@ -268,6 +271,24 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: str) -> None:
       writer.writerow(row)
 
 
+def read_csv(path: str) -> list[dict[str, Any]]:
+  """The rows of a results.csv `write_csv` wrote: numbers as floats ("seed" and "step" as ints),
+  empty cells dropped, other text (the axes) kept."""
+  rows = []
+  with open(path, newline="", encoding="utf-8") as f:
+    for raw in csv.DictReader(f):
+      row: dict[str, Any] = {}
+      for key, text in raw.items():
+        if text == "":
+          continue
+        try:
+          row[key] = int(text) if key in ("seed", "step") else float(text)
+        except ValueError:
+          row[key] = text
+      rows.append(row)
+  return rows
+
+
 def plot_metric(rows: Sequence[Mapping[str, Any]], metric: str, path: str) -> None:
   """Bar plot of one metric: mean over seeds per configuration, std error bars, seed dots."""
   from matplotlib.figure import Figure
@@ -297,283 +318,171 @@ def plot_metric(rows: Sequence[Mapping[str, Any]], metric: str, path: str) -> No
   figure.savefig(path, dpi=110)
 
 
-def write_results(root: str, out: str, metrics: Sequence[str] | None = None) -> list[dict]:
-  """Collects the runs under `root` and writes results.csv, results.md and PNG plots to `out`.
+def curve_summary(
+  rows: Sequence[Mapping[str, Any]], metric: str
+) -> dict[str, tuple[list[int], np.ndarray]]:
+  """{config: (evaluation steps, [steps, 3] 25th / 50th / 75th percentiles over seeds)} of
+  `metric` in per-step rows (numpy's linear interpolation between seeds)."""
+  found = {}
+  for config in dict.fromkeys(r["config"] for r in rows):
+    members = [r for r in rows if r["config"] == config and metric in r]
+    steps = sorted({int(r["step"]) for r in members})
+    if steps:
+      values = [[float(r[metric]) for r in members if int(r["step"]) == s] for s in steps]
+      found[config] = (steps, np.array([np.percentile(v, (25, 50, 75)) for v in values]))
+  return found
+
+
+def plot_curves(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], path: str) -> bool:
+  """Learning curves: per metric a panel, per configuration its median over seeds at each
+  evaluation step and the band between the 25th and 75th percentiles (thin: each seed).
 
   Args:
-    root: study directory (`<root>/<config>/seed_<S>/metrics.json`).
+    rows: one row per (run, evaluation step) (`records.step_rows`).
+    metrics: the panels' metric columns (absent ones are skipped).
+    path: the PNG to write (atomically).
+
+  Returns:
+    Whether a figure was written (False when no row has a metric).
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  metrics = [m for m in metrics if any(m in r for r in rows)]
+  if not metrics:
+    return False
+  configs = list(dict.fromkeys(r["config"] for r in rows))  # Stable colours across panels.
+  figure = Figure(figsize=(4.2 * len(metrics), 3.6), layout="constrained")
+  FigureCanvasAgg(figure)
+  axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+  for ax, metric in zip(axes, metrics, strict=True):
+    summary = curve_summary(rows, metric)
+    for index, config in enumerate(configs):
+      if config not in summary:
+        continue
+      color = f"C{index}"
+      by_seed: dict[int, list[tuple[int, float]]] = {}
+      for r in rows:
+        if r["config"] == config and metric in r:
+          by_seed.setdefault(int(r["seed"]), []).append((int(r["step"]), float(r[metric])))
+      for points in by_seed.values():
+        seed_steps, values = zip(*sorted(points), strict=True)
+        ax.plot(seed_steps, values, color=color, alpha=0.12, lw=0.6)
+      steps, bands = summary[config]
+      low, median, high = bands.T
+      ax.fill_between(steps, low, high, color=color, alpha=0.25, lw=0)
+      ax.plot(steps, median, "o-", color=color, lw=1.6, ms=3, label=f"{config} ({len(by_seed)})")
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+  axes[0].legend(fontsize=6, title="config (seeds)", title_fontsize=6)
+  figure.suptitle("median over seeds; band: 25th-75th percentile; thin lines: seeds", fontsize=9)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=110)
+  atomic_write(path, lambda f: f.write(buffer.getvalue()), text=False)
+  return True
+
+
+def write_results(
+  root: str,
+  out: str,
+  metrics: Sequence[str] | None = None,
+  rows: Sequence[Mapping[str, Any]] | None = None,
+  curves: Sequence[Mapping[str, Any]] = (),
+) -> list[dict]:
+  """Writes results.csv, results.md and PNG plots of a study's runs to `out`.
+
+  Args:
+    root: study directory (`<root>/<config>/seed_<S>/metrics.json`), read when `rows` is None.
     out: output directory (created).
     metrics: table columns (default: `MAIN_METRICS` + `TRAIN_COLUMNS` that are present).
+    rows: one row per run (e.g. `records.final_rows`), instead of reading `root`.
+    curves: one row per (run, evaluation step) (`records.step_rows`): results.csv then holds
+      these rows, and `learning_curves.png` is drawn from them.
 
   Returns:
     The summary rows (see `summarize`).
   """
-  rows = collect(root)
+  rows = collect(root) if rows is None else list(rows)
   if not rows:
-    print(f"No finished runs (metrics.json) under {root}; nothing aggregated.")
+    print(f"No finished runs under {root}; nothing aggregated.")
     return []
   present = {k for r in rows for k in r}
   if metrics is None:
     metrics = [m for m in (*MAIN_METRICS, *TRAIN_COLUMNS) if m in present]
   os.makedirs(out, exist_ok=True)
-  write_csv(rows, os.path.join(out, "results.csv"))
+  write_csv(
+    _with_final_diagnostics(curves, rows) if curves else rows, os.path.join(out, "results.csv")
+  )
   summary = summarize(rows, metrics)
   table = markdown_table(summary, metrics)
+  source = "committed run records" if curves else f"`{root}`"
   with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
-    f.write(f"{len(rows)} runs from `{root}`; mean ± std (ddof = 1) over seeds.\n\n{table}")
+    f.write(f"{len(rows)} runs from {source}; mean ± std (ddof = 1) over seeds.\n\n{table}")
   for metric in PLOT_METRICS:
     if metric in present:
       plot_metric(rows, metric, os.path.join(out, metric.replace("/", "_") + ".png"))
+  if curves:
+    plot_curves(curves, CURVE_METRICS, os.path.join(out, "learning_curves.png"))
   print(table)
   print(f"Wrote {out}/results.csv, results.md and plots ({len(rows)} runs).")
   return summary
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-  """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+def _with_final_diagnostics(
+  curves: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+  """Per-step rows, each with its run's training diagnostics (the "train/..." columns)."""
+  train = {
+    (r["config"], r["seed"]): {k: v for k, v in r.items() if k.startswith("train/")} for r in rows
+  }
+  return [{**row, **train.get((row["config"], row["seed"]), {})} for row in curves]
 
 
-@dataclasses.dataclass(frozen=True)
-class PairedDifference:
-  """One metric of arm A against arm B over the seeds both arms ran.
-
-  Attributes:
-    metric: the metric column compared.
-    arm_a: config name of A.
-    arm_b: config name of B.
-    seeds: [n] seeds present in both arms (sorted).
-    unpaired_seeds: seeds run by one arm or both but not paired: absent from, or NaN in, the
-      other arm or both (dropped).
-    values_a: [n] A's metric per paired seed.
-    values_b: [n] B's metric per paired seed.
-    differences: [n] A - B per paired seed.
-    mean_diff: mean of `differences`.
-    ci: (low, high) percentile bootstrap interval of the mean difference (NaN for n < 2).
-    confidence: coverage of `ci`, e.g. 0.95.
-    verdict: "a > b" if the interval is above 0, "a < b" if below, else "not resolved".
-  """
-
-  metric: str
-  arm_a: str
-  arm_b: str
-  seeds: tuple[int, ...]
-  unpaired_seeds: tuple[int, ...]
-  values_a: np.ndarray
-  values_b: np.ndarray
-  differences: np.ndarray
-  mean_diff: float
-  ci: tuple[float, float]
-  confidence: float
-  verdict: str
-
-  @property
-  def n(self) -> int:
-    return len(self.seeds)
-
-
-def _metric_key(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
-  """`metric`, or its "/"-flattened spelling ("dci.disentanglement" -> "dci/disentanglement")."""
-  for key in (metric, metric.replace(".", "/")):
-    if any(key in r for r in rows):
-      return key
-  raise ValueError(f"No run has the metric {metric!r}.")
-
-
-def _arm_values(rows: Sequence[Mapping[str, Any]], arm: str, metric: str) -> dict[int, float]:
-  """{seed: value} of one arm's runs where `metric` is present and not NaN."""
-  values: dict[int, float] = {}
-  for row in rows:
-    if row["config"] != arm:
-      continue
-    seed = int(row["seed"])
-    if seed in values:
-      raise ValueError(f"Arm {arm!r} has two runs with seed {seed}.")
-    if metric in row and row[metric] == row[metric]:
-      values[seed] = float(row[metric])
-  return values
-
-
-def paired_differences(
-  rows: Sequence[Mapping[str, Any]],
-  metric: str,
-  arm_a: str,
-  arm_b: str,
-  *,
-  num_bootstrap: int = 10_000,
-  confidence: float = 0.95,
-  seed: int = 0,
-) -> PairedDifference:
-  """Mean paired difference A - B of `metric` over shared seeds, with a bootstrap interval.
-
-  The interval resamples the n per-seed differences with replacement `num_bootstrap` times
-  (`np.random.default_rng(seed).integers(0, n, size=(num_bootstrap, n))`) and takes the
-  (1 - confidence) / 2 and (1 + confidence) / 2 percentiles (numpy's linear interpolation) of the
-  resampled means. With few seeds it covers less than `confidence` (with 3 seeds, all three
-  differences positive already puts it above 0), so read a verdict with n in view.
+def write_traversals(
+  root: str, out: str, top: int = 3, metric: str = "dci/disentanglement"
+) -> list[str]:
+  """Latent traversals of the best seed of the `top` configurations by mean `metric`.
 
   Args:
-    rows: rows of `collect` ("config", "seed" and metric columns).
-    metric: metric column; "dci.disentanglement" is read as "dci/disentanglement".
-    arm_a: config name of A.
-    arm_b: config name of B.
-    num_bootstrap: number of resamples.
-    confidence: coverage of the interval, in (0, 1).
-    seed: seed of the resampling generator.
+    root: study directory.
+    out: output directory; writes `traversal_<config>.png` (rows: two images x latent dims,
+      columns: the dim swept over -2..2 from the image's encoder mean).
+    top: number of configurations.
+    metric: ranking metric (flattened metrics.json key).
 
   Returns:
-    The comparison (see `PairedDifference`).
-
-  Raises:
-    ValueError: an arm has no runs (the message lists the configs present), or the arms share no
-      seed with the metric.
+    The PNG paths written.
   """
-  if not 0.0 < confidence < 1.0 or num_bootstrap < 1:
-    raise ValueError(
-      f"Need 0 < confidence < 1 and num_bootstrap >= 1: {confidence}, {num_bootstrap}."
+  import jax
+  import numpy as np
+  from flax import nnx
+
+  from gmg_jax import evaluate, viz
+
+  rows = collect(root)
+  summary = [s for s in summarize(rows, [metric]) if metric in s]
+  summary.sort(key=lambda s: -s[metric][0])
+  paths = []
+  for entry in summary[:top]:
+    best = max(
+      (r for r in rows if r["config"] == entry["config"] and metric in r), key=lambda r: r[metric]
     )
-  present = sorted({r["config"] for r in rows})
-  for arm in (arm_a, arm_b):
-    if arm not in present:
-      raise ValueError(f"Arm {arm!r} has no runs; configs present: {', '.join(present)}.")
-  metric = _metric_key(rows, metric)
-  by_seed_a = _arm_values(rows, arm_a, metric)
-  by_seed_b = _arm_values(rows, arm_b, metric)
-  seeds = tuple(sorted(by_seed_a.keys() & by_seed_b.keys()))
-  ran = {int(r["seed"]) for r in rows if r["config"] in (arm_a, arm_b)}
-  if not seeds:
-    raise ValueError(
-      f"Arms {arm_a!r} (seeds {sorted(by_seed_a)}) and {arm_b!r} (seeds {sorted(by_seed_b)}) "
-      f"share no seed with {metric!r}; configs present: {', '.join(present)}."
+    workdir = next(d for _, s, d in run_dirs(root, entry["config"]) if s == best["seed"])
+    _, graphdef, state, dataset = evaluate.load_run(workdir)
+    vae = nnx.merge(graphdef, state.modules)[0]
+    images, _ = dataset.sample_batch(jax.random.key(0), 2)
+    mu, _ = jax.jit(vae.encode)(images)
+    grid = viz.latent_traversal_grid(
+      jax.jit(lambda z, vae=vae: jax.nn.sigmoid(vae.decode(z))), np.asarray(mu)
     )
-  values_a = np.array([by_seed_a[s] for s in seeds])
-  values_b = np.array([by_seed_b[s] for s in seeds])
-  differences = values_a - values_b
-  n = len(seeds)
-  ci = (math.nan, math.nan)
-  verdict = "not resolved"
-  if n >= 2:
-    index_BxN = np.random.default_rng(seed).integers(0, n, size=(num_bootstrap, n))
-    means_B = differences[index_BxN].mean(axis=1)
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(means_B, [tail, 100.0 - tail])
-    ci = (float(low), float(high))
-    verdict = "a > b" if low > 0 else "a < b" if high < 0 else "not resolved"
-  return PairedDifference(
-    metric=metric,
-    arm_a=arm_a,
-    arm_b=arm_b,
-    seeds=seeds,
-    unpaired_seeds=tuple(sorted(ran - set(seeds))),
-    values_a=values_a,
-    values_b=values_b,
-    differences=differences,
-    mean_diff=float(np.mean(differences)),
-    ci=ci,
-    confidence=confidence,
-    verdict=verdict,
-  )
-
-
-def paired_table(comparisons: Sequence[PairedDifference]) -> str:
-  """Markdown table, one line per comparison; means are over the paired seeds only."""
-  level = f"{comparisons[0].confidence:.0%}" if comparisons else "95%"
-  header = "A|B|metric|n seeds|mean A|mean B|mean diff".split("|") + [f"{level} CI", "verdict"]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for c in comparisons:
-    n = f"{c.n} ({len(c.unpaired_seeds)} unpaired dropped)" if c.unpaired_seeds else str(c.n)
-    cells = [c.arm_a, c.arm_b, c.metric, n]
-    cells += [f"{np.mean(c.values_a):.3f}", f"{np.mean(c.values_b):.3f}", f"{c.mean_diff:+.3f}"]
-    cells += [f"[{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]", c.verdict]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
-
-
-def _paired_csv(comparisons: Sequence[PairedDifference]) -> bytes:
-  text = io.StringIO()
-  writer = csv.writer(text)
-  writer.writerow(
-    ["arm_a", "arm_b", "metric", "n", "seeds", "unpaired_seeds", "mean_a", "mean_b"]
-    + ["mean_diff", "ci_low", "ci_high", "confidence", "verdict"]
-  )
-  for c in comparisons:
-    seeds, unpaired = (" ".join(map(str, s)) for s in (c.seeds, c.unpaired_seeds))
-    means = [float(np.mean(c.values_a)), float(np.mean(c.values_b)), c.mean_diff]
-    writer.writerow(
-      [c.arm_a, c.arm_b, c.metric, c.n, seeds, unpaired, *means, *c.ci, c.confidence, c.verdict]
+    path = os.path.join(out, f"traversal_{entry['config']}.png")
+    viz.save_png(path, grid)
+    print(
+      f"{entry['config']} (mean {metric} {entry[metric][0]:.3f}; seed {best['seed']}: "
+      f"{best[metric]:.3f}) -> {path}"
     )
-  return text.getvalue().encode("utf-8")
-
-
-def _paired_plot(comparisons: Sequence[PairedDifference]) -> bytes:
-  """PNG, one row per metric: per-seed lines from A to B; per-seed and mean A - B with its CI."""
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  figure = Figure(figsize=(7.0, 2.8 * len(comparisons)), layout="constrained")
-  FigureCanvasAgg(figure)
-  axes = figure.subplots(len(comparisons), 2, squeeze=False)
-  for (left, right), c in zip(axes, comparisons, strict=True):
-    for s, a, b in zip(c.seeds, c.values_a, c.values_b, strict=True):
-      left.plot([0, 1], [a, b], "o-", color="tab:blue", alpha=0.6)
-      left.text(-0.05, a, f"seed {s}", ha="right", va="center", fontsize=6)
-    left.set_xticks([0, 1], [c.arm_a, c.arm_b], fontsize=7)
-    left.set_xlim(-0.5, 1.5)
-    left.set_ylabel(c.metric)
-    right.axhline(0.0, color="k", lw=0.8)
-    right.plot(np.zeros(c.n), c.differences, "k.", alpha=0.5, label="seeds")
-    low, high = c.ci
-    if not math.isnan(low):
-      yerr = [[c.mean_diff - low], [high - c.mean_diff]]
-      label = f"mean, {c.confidence:.0%} CI"
-      right.errorbar([0.3], [c.mean_diff], yerr, fmt="s", color="tab:red", capsize=4, label=label)
-    right.set_xlim(-0.5, 0.8)
-    right.set_xticks([])
-    right.set_ylabel("A - B")
-    right.set_title(f"n = {c.n}: {c.verdict}", fontsize=9)
-    right.legend(fontsize=7)
-  buffer = io.BytesIO()
-  figure.savefig(buffer, format="png", dpi=110)
-  return buffer.getvalue()
-
-
-def write_paired(
-  rows: Sequence[Mapping[str, Any]],
-  pairs: Sequence[tuple[str, str]],
-  out: str,
-  metrics: Sequence[str] = PLOT_METRICS,
-  **bootstrap: Any,
-) -> list[PairedDifference]:
-  """Compares each pair (A, B) on each metric; writes paired.md, paired.csv and one PNG per pair.
-
-  Args:
-    rows: rows of `collect`.
-    pairs: (A, B) config names.
-    out: output directory (created); every file is written atomically.
-    metrics: metric columns.
-    **bootstrap: `num_bootstrap`, `confidence` or `seed` of `paired_differences`.
-
-  Returns:
-    The comparisons, pair-major.
-  """
-  per_pair = [[paired_differences(rows, m, a, b, **bootstrap) for m in metrics] for a, b in pairs]
-  comparisons = [c for cs in per_pair for c in cs]
-  table = paired_table(comparisons)
-  os.makedirs(out, exist_ok=True)
-  _write_atomic(os.path.join(out, "paired.md"), table.encode("utf-8"))
-  _write_atomic(os.path.join(out, "paired.csv"), _paired_csv(comparisons))
-  for (a, b), cs in zip(pairs, per_pair, strict=True):
-    _write_atomic(os.path.join(out, f"paired_{a}_vs_{b}.png"), _paired_plot(cs))
-  print(table)
-  print(f"Wrote {out}/paired.md, paired.csv and {len(pairs)} paired_*.png.")
-  return comparisons
+    paths.append(path)
+  return paths
 
 
 def _parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -597,19 +506,38 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--out", required=True, help="output directory")
   parser.add_argument("--metrics", default="", help="comma-separated columns (default: main)")
   parser.add_argument(
+    "--primary",
+    default="",
+    help="A:B[,C:D...]: the declared primary family (<= 4 pairs), on --primary_metric, "
+    "Holm-adjusted, with verdicts",
+  )
+  parser.add_argument("--primary_metric", default="dci/disentanglement")
+  parser.add_argument(
     "--compare",
     default="",
-    help="A:B[,C:D...]: paired comparison of config names by seed (default metrics: "
-    + ", ".join(PLOT_METRICS)
-    + ") instead of results.*",
+    help="A:B[,C:D...]: exploratory paired comparisons of config names by seed (default "
+    "metrics: " + ", ".join(PLOT_METRICS) + "), instead of results.*",
   )
   args = parser.parse_args(argv)
   metrics = [m for m in args.metrics.split(",") if m]
-  if not args.compare:
+  if not (args.compare or args.primary):
     write_results(args.root, args.out, metrics or None)
     return
   try:
-    write_paired(collect(args.root), _parse_pairs(args.compare), args.out, metrics or PLOT_METRICS)
+    primary = _parse_pairs(args.primary) if args.primary else []
+    if len(primary) > paired.MAX_PRIMARY:
+      raise ValueError(
+        f"--primary names {len(primary)} pairs; a family has at most {paired.MAX_PRIMARY}."
+      )
+    paired.write_paired(
+      collect(args.root),
+      args.out,
+      primary=primary,
+      primary_metric=args.primary_metric,
+      exploratory=_parse_pairs(args.compare) if args.compare else [],
+      metrics=metrics or PLOT_METRICS,
+      declared="on the command line",
+    )
   except ValueError as e:
     parser.error(f"{e} (root: {args.root})")
 

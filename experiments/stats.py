@@ -151,7 +151,13 @@ def paired(
     result = sps.ttest_1samp(d, 0.0)
     interval = result.confidence_interval(confidence)
     return Paired(
-      mean, float(interval.low), float(interval.high), float(result.pvalue), n, sd, method,
+      mean,
+      float(interval.low),
+      float(interval.high),
+      float(result.pvalue),
+      n,
+      sd,
+      method,
       confidence,
     )
   p = _sign_flip_p(d, seed)

@@ -210,7 +210,9 @@ def confirm_cpu32() -> Iterator[dict[str, Any]]:
   package's defaults, which may change): DST 500 and GMG 500 at eps_0 0.03, the defaults, which
   took 1.8% and 1.6% of the output gradient in the round-2 runs on seeds 0-9."""
   yield from product(("beta_vae",), CONFIRM_SEEDS, CPU32_10K)
-  yield from product(("beta_vae,dst_cos_decoder",), CONFIRM_SEEDS, CPU32_10K, regularizer__weight=(500,))
+  yield from product(
+    ("beta_vae,dst_cos_decoder",), CONFIRM_SEEDS, CPU32_10K, regularizer__weight=(500,)
+  )
   yield from product(
     ("beta_vae,gmg_cos_decoder",),
     CONFIRM_SEEDS,

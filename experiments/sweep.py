@@ -34,179 +34,28 @@ from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import importlib.util
-import itertools
 import json
-import math
 import os
 import re
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import aggregate  # noqa: E402  (experiments/ is not a package)
+import paired  # noqa: E402
+import records  # noqa: E402
 import studies  # noqa: E402
-
-from gmg_jax import replicas  # noqa: E402
-
-
-def override(field: str, value: Any) -> str:
-  """ "FIELD=VALUE" as `--config.FIELD=VALUE` takes it (a string as is, anything else its repr)."""
-  return f"{field}={value}" if isinstance(value, str) else f"{field}={value!r}"
-
+from run_plan import Program, Run, override, programs  # noqa: E402  (sweep's API)
 
 # Named bundles of overrides (`--setting`); cpu32 is `studies.CPU32`.
 SETTINGS: dict[str, tuple[str, ...]] = {
   "cpu32": tuple(override(k, v) for k, v in studies.CPU32.items()),
 }
-
-
-def _field(item: str) -> str:
-  return item.split("=", 1)[0]
-
-
-def _number(text: str) -> float | None:
-  try:
-    return float(text)
-  except ValueError:
-    return None
-
-
-def _token(item: str) -> str:
-  """The name token of a "FIELD=VALUE" override, as a replica's directory names it
-  (`replicas.value_token`, e.g. "weight=500")."""
-  field, value = item.split("=", 1)
-  number = _number(value)
-  return replicas.value_token(field, value if number is None else number)
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """One run of a sweep.
-
-  Attributes:
-    variant: config-string variant, e.g. "beta_tcvae,hfs,gmg_cos_decoder".
-    seed: value of `config.seed`.
-    overrides: "KEY=VALUE" config overrides (without the `--config.` prefix), in order.
-  """
-
-  variant: str
-  seed: int
-  overrides: tuple[str, ...] = ()
-  axes: tuple[str, ...] = ()
-
-  def tagged(self, exclude: Collection[str] = ()) -> str:
-    """The variant, then a token per override on an axis (not in `exclude`), sorted."""
-    axes = [o for o in self.overrides if _field(o) in self.axes and _field(o) not in exclude]
-    return aggregate.config_name(self.variant, *map(_token, axes))
-
-  @property
-  def name(self) -> str:
-    """Name of the configuration (seed excluded): the variant with "+", plus one token per
-    override on an axis of its study (e.g. "beta_vae+gmg_cos_decoder+weight=100")."""
-    return self.tagged()
-
-  def workdir(self, root: str) -> str:
-    """The run's workdir under a study directory `root` when it is a program of its own."""
-    return os.path.join(root, self.name, f"seed_{self.seed}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Program:
-  """Runs trained as one K-run program: contiguous seeds crossed with the values of the fields it
-  varies (`--config.vary`), in the replicas' stacking order (`gmg_jax.replicas.expand`)."""
-
-  runs: tuple[Run, ...]
-
-  @property
-  def first(self) -> Run:
-    return self.runs[0]
-
-  @property
-  def seeds(self) -> list[int]:
-    return sorted({run.seed for run in self.runs})
-
-  @property
-  def vary(self) -> dict[str, list[str]]:
-    """{field: values in order} of the overrides that differ between the runs."""
-    values: dict[str, list[str]] = {}
-    for run in self.runs:
-      for item in run.overrides:
-        field, value = item.split("=", 1)
-        if value not in values.setdefault(field, []):
-          values[field].append(value)
-    return {field: listed for field, listed in values.items() if len(listed) > 1}
-
-  def workdir(self, root: str) -> str:
-    """`<name>/seed_<S>` for one run; `<name>/seeds_<lo>-<hi>` for several, where <name> leaves
-    out the varied fields (each replica's directory inside names them)."""
-    if len(self.runs) == 1:
-      return self.first.workdir(root)
-    seeds = self.seeds
-    return os.path.join(root, self.first.tagged(self.vary), f"seeds_{seeds[0]}-{seeds[-1]}")
-
-  def run_dirs(self, root: str) -> list[str]:
-    """Where each run's outputs (metrics.json, ...) go, in the order of `runs`."""
-    if len(self.runs) == 1:
-      return [self.first.workdir(root)]
-    vary = self.vary
-    names = []
-    for run in self.runs:
-      values = {_field(o): float(o.split("=", 1)[1]) for o in run.overrides if _field(o) in vary}
-      names.append(replicas.replica_name(run.seed, values))
-    return [os.path.join(self.workdir(root), name) for name in names]
-
-
-def _seed_blocks(seeds: Sequence[int], size: int) -> list[list[int]]:
-  """Sorted seeds cut into blocks of <= `size` contiguous seeds."""
-  blocks: list[list[int]] = []
-  for seed in sorted(seeds):
-    if blocks and seed == blocks[-1][-1] + 1 and len(blocks[-1]) < size:
-      blocks[-1].append(seed)
-    else:
-      blocks.append([seed])
-  return blocks
-
-
-def programs(runs: Sequence[Run], max_replicas: int) -> list[Program]:
-  """Groups runs into K-run programs of <= `max_replicas` runs (first seed, then configuration
-  order).
-
-  Runs that differ only in their seed and in overrides on an axis of fields a K-run may vary
-  (`replicas.VARIABLE_FIELDS`) share a program when their values form a full grid crossed with
-  one set of seeds; otherwise each configuration's seeds form programs of their own.
-  """
-  groups: dict[tuple, list[Run]] = {}
-  for run in runs:
-    varying = {f for f in run.axes if f in replicas.VARIABLE_FIELDS}
-    fixed = tuple(o for o in run.overrides if _field(o) not in varying)
-    groups.setdefault((run.variant, fixed, tuple(sorted(varying))), []).append(run)
-  found = []
-  for group in groups.values():
-    by_values: dict[tuple[str, ...], dict[int, Run]] = {}
-    for run in group:
-      by_values.setdefault(run.overrides, {})[run.seed] = run
-    combos = list(by_values)
-    seed_sets = {frozenset(seeds) for seeds in by_values.values()}
-    fields = [_field(o) for o in group[0].overrides]
-    distinct = [list(dict.fromkeys(c[i] for c in combos)) for i in range(len(fields))]
-    full_grid = len(combos) == math.prod(len(d) for d in distinct)
-    if len(seed_sets) == 1 and full_grid and len(combos) <= max_replicas:
-      # One grid: the product of the values in replicas.expand's order, seeds fastest.
-      ordered = [c for c in itertools.product(*distinct) if c in by_values]
-      for block in _seed_blocks(next(iter(seed_sets)), max_replicas // len(combos)):
-        found.append(Program(tuple(by_values[c][s] for c in ordered for s in block)))
-    else:
-      for combo in combos:
-        for block in _seed_blocks(by_values[combo], max_replicas):
-          found.append(Program(tuple(by_values[combo][s] for s in block)))
-  order = {id(run): i for i, run in enumerate(runs)}
-  return sorted(found, key=lambda p: (p.seeds[0], min(order[id(r)] for r in p.runs)))
 
 
 def expand(
@@ -286,8 +135,8 @@ def load_config(config_file: str, run: Run):
   spec.loader.exec_module(module)
   config = module.get_config(run.variant)
   config.seed = run.seed
-  for override in run.overrides:
-    key, value = override.split("=", 1)
+  for item in run.overrides:
+    key, value = item.split("=", 1)
     *parents, field = key.split(".")
     node = config
     for parent in parents:
@@ -313,8 +162,28 @@ def command(
     f"--workdir={program.workdir(root)}",
     f"--config.seed={seeds[0]}",
     *multi,
-    *(f"--config.{o}" for o in program.first.overrides if _field(o) not in vary),
+    *(f"--config.{o}" for o in program.first.overrides if o.split("=", 1)[0] not in vary),
   ]
+
+
+def is_done(root: str, runs_dir: str | None, run: Run, num_steps: int) -> bool:
+  """Whether the run has finished: its committed record (`records`) or its workdir says so."""
+  if runs_dir and records.is_finished(runs_dir, run.name, run.seed, num_steps):
+    return True
+  return finished_dir(root, run, num_steps) is not None
+
+
+def record_finished(config_file: str, runs: Sequence[Run], root: str, runs_dir: str) -> list[str]:
+  """Writes the record of every run finished in a workdir under `root` and not yet recorded."""
+  written = []
+  for run in runs:
+    num_steps = load_config(config_file, run).train.num_steps
+    if records.is_finished(runs_dir, run.name, run.seed, num_steps):
+      continue
+    where = finished_dir(root, run, num_steps)
+    if where:
+      written.append(records.write(runs_dir, run.name, run.seed, where, num_steps))
+  return written
 
 
 def finished_dir(root: str, run: Run, num_steps: int) -> str | None:
@@ -358,7 +227,11 @@ def default_replicas_per_program() -> int:
 
 
 def run_all(
-  config_file: str, runs: Sequence[Run], root: str, max_replicas: int = 8
+  config_file: str,
+  runs: Sequence[Run],
+  root: str,
+  max_replicas: int = 8,
+  runs_dir: str | None = None,
 ) -> list[tuple[Run, str]]:
   """Runs the unfinished runs as K-run programs (`programs`), one after another in subprocesses
   (logs to `<program workdir>/train.log`); finished runs are skipped.
@@ -368,6 +241,8 @@ def run_all(
     runs: the runs.
     root: study directory.
     max_replicas: most runs per program (1: every run its own process).
+    runs_dir: where the runs' records go (`records`; a study's committed `runs/`): a run with a
+      record there counts as finished, and each run that finishes gets one. None: no records.
 
   Returns:
     (run, status) with status "skipped", "done" or "failed (rc N)".
@@ -375,7 +250,7 @@ def run_all(
   statuses = []
   todo = []
   for run in runs:
-    if finished_dir(root, run, load_config(config_file, run).train.num_steps):
+    if is_done(root, runs_dir, run, load_config(config_file, run).train.num_steps):
       print(f"{run.name} seed {run.seed}: finished, skipped", flush=True)
       statuses.append((run, "skipped"))
     else:
@@ -396,60 +271,15 @@ def run_all(
         stderr=subprocess.STDOUT,
       )
     for run, run_dir in zip(program.runs, program.run_dirs(root), strict=True):
-      status = "done" if is_finished(run_dir, num_steps) else f"failed (rc {rc})"
-      statuses.append((run, status))
+      finished = is_finished(run_dir, num_steps)
+      statuses.append((run, "done" if finished else f"failed (rc {rc})"))
+      if finished and runs_dir:
+        records.write(runs_dir, run.name, run.seed, run_dir, num_steps)
     done = sum(is_finished(d, num_steps) for d in program.run_dirs(root))
     print(
       f"{prefix}: {done}/{len(seeds)} done (rc {rc}) in {time.time() - start:.0f} s", flush=True
     )
   return statuses
-
-
-def write_traversals(
-  root: str, out: str, top: int = 3, metric: str = "dci/disentanglement"
-) -> list[str]:
-  """Latent traversals of the best seed of the `top` configurations by mean `metric`.
-
-  Args:
-    root: study directory.
-    out: output directory; writes `traversal_<config>.png` (rows: two images x latent dims,
-      columns: the dim swept over -2..2 from the image's encoder mean).
-    top: number of configurations.
-    metric: ranking metric (flattened metrics.json key).
-
-  Returns:
-    The PNG paths written.
-  """
-  import jax
-  import numpy as np
-  from flax import nnx
-
-  from gmg_jax import evaluate, viz
-
-  rows = aggregate.collect(root)
-  summary = [s for s in aggregate.summarize(rows, [metric]) if metric in s]
-  summary.sort(key=lambda s: -s[metric][0])
-  paths = []
-  for entry in summary[:top]:
-    best = max(
-      (r for r in rows if r["config"] == entry["config"] and metric in r), key=lambda r: r[metric]
-    )
-    workdir = next(d for _, s, d in aggregate.run_dirs(root, entry["config"]) if s == best["seed"])
-    _, graphdef, state, dataset = evaluate.load_run(workdir)
-    vae = nnx.merge(graphdef, state.modules)[0]
-    images, _ = dataset.sample_batch(jax.random.key(0), 2)
-    mu, _ = jax.jit(vae.encode)(images)
-    grid = viz.latent_traversal_grid(
-      jax.jit(lambda z, vae=vae: jax.nn.sigmoid(vae.decode(z))), np.asarray(mu)
-    )
-    path = os.path.join(out, f"traversal_{entry['config']}.png")
-    viz.save_png(path, grid)
-    print(
-      f"{entry['config']} (mean {metric} {entry[metric][0]:.3f}; seed {best['seed']}: "
-      f"{best[metric]:.3f}) -> {path}"
-    )
-    paths.append(path)
-  return paths
 
 
 def _seeds(text: str) -> list[int]:
@@ -483,8 +313,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument(
     "--study",
     default="",
-    help="a study of experiments/studies.py (its runs replace the grid's flags), or the name of "
-    "the directory of a grid's runs (default: the config file's stem)",
+    help="a study of experiments/studies.py (its runs replace the grid's flags): "
+    + ", ".join(studies.STUDIES),
+  )
+  p.add_argument(
+    "--name",
+    default="",
+    help="without --study: the directory of the grid's runs and results (default: the config "
+    "file's stem)",
   )
   p.add_argument(
     "--root",
@@ -535,6 +371,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     help="with aggregation: latent traversals of the N best configurations",
   )
   args = p.parse_args(argv)
+  if args.study and args.study not in studies.STUDIES:
+    p.error(
+      f"unknown study {args.study!r}; registered: {', '.join(studies.STUDIES)} "
+      "(experiments/studies.py). To run a subset of the paper's grid, leave out --study and name "
+      "its directory with --name."
+    )
+  if args.study and args.name:
+    p.error(f"--name names a grid's runs; --study={args.study} has its own directory.")
   if args.study in studies.STUDIES:
     grid = ("seeds", "objectives", "hfs", "regularizers", "costs", "placements", "setting")
     changed = [f for f in (*grid, "set", "set_for") if getattr(args, f) != p.get_default(f)]
@@ -569,30 +413,91 @@ def runs_from_args(args: argparse.Namespace) -> list[Run]:
   return expand(variants, _seeds(args.seeds), overrides, overrides_for, args.filter)
 
 
-def write_results(root: str, out: str, study: str, traversals: int = 0) -> None:
-  """Tables and plots of a study's finished runs, its paired comparisons (those whose two arms
-  have runs) and the latent traversals of the `traversals` best configurations."""
-  aggregate.write_results(root, out)
-  if study in studies.STUDIES:
-    spec = studies.STUDIES[study]
-    rows = aggregate.collect(root)
-    evaluated = {row["config"] for row in rows}
-    pairs = [(a, b) for a, b in spec.compare if a in evaluated and b in evaluated]
-    for a, b in sorted(set(spec.compare) - set(pairs)):
-      print(f"Not compared yet (an arm has no evaluated run): {a} vs {b}")
-    if pairs:
-      aggregate.write_paired(rows, pairs, out, spec.metrics)
+def _rows(root: str, out: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+  """(one row per run, one row per run and evaluation step, source) of a study: from its
+  committed run records (`<out>/runs/`), else its workdirs under `root`, else its committed
+  results.csv (a round-2 study whose workdirs are gone; no per-step rows)."""
+  saved = records.read(os.path.join(out, "runs"))
+  if saved:
+    return records.final_rows(saved), records.step_rows(saved), "records"
+  rows = aggregate.collect(root)
+  if rows:
+    return rows, [], "workdirs"
+  committed = os.path.join(out, "results.csv")
+  if os.path.exists(committed):
+    print(f"No run records or workdirs of this study; reading {committed}.")
+    return aggregate.read_csv(committed), [], "results.csv"
+  return [], [], ""
+
+
+def write_results(
+  root: str, out: str, study: str, traversals: int = 0, config_file: str = "configs/default.py"
+) -> None:
+  """Tables and plots of a study's finished runs (recording each finished workdir's run first),
+  its paired comparisons and the latent traversals of the `traversals` best configurations.
+
+  A registered study's declared primary family is analysed only once every one of its runs has
+  finished (its PLAN's rule: the analysis runs once); until then it prints how many have. The
+  exploratory comparisons of a study without a primary family use the arms that have runs.
+  """
+  spec = studies.STUDIES.get(study)
+  planned = study_runs(spec) if spec is not None else []
+  if planned:
+    record_finished(config_file, planned, root, os.path.join(out, "runs"))
+  rows, curves, source = _rows(root, out)
+  if source in ("records", "workdirs"):
+    aggregate.write_results(root, out, rows=rows, curves=curves)
+  if spec is not None and rows:
+    _write_comparisons(rows, out, spec, planned, config_file)
   if traversals:
-    write_traversals(root, out, traversals)
+    aggregate.write_traversals(root, out, traversals)
+
+
+def _write_comparisons(
+  rows: list[dict[str, Any]],
+  out: str,
+  spec: studies.Study,
+  planned: Sequence[Run],
+  config_file: str,
+) -> None:
+  step_of = {(row["config"], int(row["seed"])): int(row["step"]) for row in rows}
+  missing = [
+    run
+    for run in planned
+    if step_of.get((run.name, run.seed), -1) < load_config(config_file, run).train.num_steps
+  ]
+  if spec.primary and missing:
+    print(
+      f"The primary analysis waits for every run of the study: {len(planned) - len(missing)} of "
+      f"{len(planned)} finished. No paired tables until then (the study's declared rule)."
+    )
+    return
+  evaluated = {row["config"] for row in rows}
+  pairs = [(a, b) for a, b in spec.compare if a in evaluated and b in evaluated]
+  for a, b in sorted(set(spec.compare) - set(pairs)):
+    print(f"Not compared yet (an arm has no evaluated run): {a} vs {b}")
+  if pairs or spec.primary:
+    paired.write_paired(
+      rows,
+      out,
+      primary=spec.primary,
+      primary_metric=spec.primary_metric,
+      exploratory=pairs,
+      metrics=spec.metrics,
+      declared=spec.declared,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
-  study = args.study or os.path.splitext(os.path.basename(args.config))[0]
+  study = args.study or args.name or os.path.splitext(os.path.basename(args.config))[0]
   root = os.path.join(args.root, study)
   results = os.path.join(args.results, study)
+  # A registered study's finished runs are recorded in its results (committed): they count as
+  # done on any machine.
+  runs_dir = os.path.join(results, "runs") if args.study else None
   if args.aggregate:
-    write_results(root, results, study, args.traversals)
+    write_results(root, results, study, args.traversals, args.config)
     return
   if args.replicas_per_program is None:
     args.replicas_per_program = default_replicas_per_program()
@@ -606,16 +511,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     return
   if args.list:
     for run in runs:
-      where = finished_dir(root, run, load_config(args.config, run).train.num_steps)
+      num_steps = load_config(args.config, run).train.num_steps
+      where = finished_dir(root, run, num_steps) or (
+        runs_dir
+        and records.is_finished(runs_dir, run.name, run.seed, num_steps)
+        and records.path(runs_dir, run.name, run.seed)
+      )
       print(f"{'done' if where else 'todo'}  {run.name} seed {run.seed}  {where or ''}")
     print(f"{len(runs)} runs")
     return
   # Seed-major: a study stopped early has every configuration at the first seeds.
   print(f"{len(runs)} runs under {root}", flush=True)
-  statuses = run_all(args.config, runs, root, args.replicas_per_program)
+  statuses = run_all(args.config, runs, root, args.replicas_per_program, runs_dir)
   failed = [run for run, status in statuses if status.startswith("failed")]
   if not args.no_aggregate:
-    write_results(root, results, study, args.traversals)
+    write_results(root, results, study, args.traversals, args.config)
   if failed:
     raise SystemExit(
       f"{len(failed)} runs failed; see the train.log of their program: "

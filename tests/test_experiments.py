@@ -15,6 +15,7 @@ from conftest import ROOT
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import aggregate  # noqa: E402
+import records  # noqa: E402
 import studies  # noqa: E402
 import sweep  # noqa: E402
 
@@ -380,7 +381,7 @@ def test_a_partly_run_study_compares_the_arms_that_were_evaluated(tmp_path, monk
 
 @pytest.mark.slow
 def test_sweep_cli_runs_a_real_tiny_study_as_one_program_then_skips_it(tmp_path, monkeypatch):
-  setting = dict(o.split("=", 1) for o in _TINY)
+  setting = {**dict(o.split("=", 1) for o in _TINY), "eval.at_steps": (2,)}
   study = studies.Study(
     lambda: studies.product(("beta_vae",), (0, 1), setting, objective__beta=(1, 4)),
     compare=(("beta_vae+beta=4", "beta_vae+beta=1"),),
@@ -396,11 +397,18 @@ def test_sweep_cli_runs_a_real_tiny_study_as_one_program_then_skips_it(tmp_path,
     assert json.load(open(replica / "metrics.json"))["step"] == 4
   with open(tmp_path / "results" / "tiny" / "results.csv") as f:
     rows = list(csv.DictReader(f))
-  assert sorted((r["config"], int(r["seed"])) for r in rows) == [
-    (f"beta_vae+beta={b}", s) for b in (1, 4) for s in (0, 1)
+  # One row per run and evaluation step (eval.at_steps=(2,), then the end).
+  assert sorted((r["config"], int(r["seed"]), int(r["step"])) for r in rows) == [
+    (f"beta_vae+beta={b}", s, step) for b in (1, 4) for s in (0, 1) for step in (2, 4)
   ]
   with open(tmp_path / "results" / "tiny" / "paired.csv") as f:
     assert [int(r["n"]) for r in csv.DictReader(f)] == [2]
+  # Each run's record (committed in a real study): the evaluations at eval.at_steps and the end.
+  saved = records.read(str(tmp_path / "results" / "tiny" / "runs"))
+  assert [(r["config"], r["seed"]) for r in saved] == [
+    (f"beta_vae+beta={b}", s) for b in (1, 4) for s in (0, 1)
+  ]
+  assert all([e["step"] for e in r["evaluations"]] == [2, 4] for r in saved)
   mtime = os.path.getmtime(program / "beta=1,seed=0" / "metrics.json")
   sweep.main(["--run", "--replicas_per_program=8", *args])
   assert os.path.getmtime(program / "beta=1,seed=0" / "metrics.json") == mtime

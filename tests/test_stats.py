@@ -53,8 +53,12 @@ def test_bca_matches_scipy_bootstrap_and_reports_the_sign_flip_p():
   a, b = rng.normal(0.3, 0.05, 12), rng.normal(0.28, 0.05, 12)
   result = stats.paired(a, b, method="bca", seed=7)
   reference = sps.bootstrap(
-    (a - b,), np.mean, method="BCa", n_resamples=stats.NUM_RESAMPLES,
-    rng=np.random.default_rng(7), vectorized=True,
+    (a - b,),
+    np.mean,
+    method="BCa",
+    n_resamples=stats.NUM_RESAMPLES,
+    rng=np.random.default_rng(7),
+    vectorized=True,
   ).confidence_interval
   assert (result.low, result.high) == pytest.approx((reference.low, reference.high), rel=1e-12)
   assert result.p == stats.paired(a, b, method="sign_flip").p
@@ -141,9 +145,17 @@ def test_seeds_needed_against_published_and_hand_values():
   assert stats.seeds_needed(1.0, 0.5) == 34
   assert stats.seeds_needed(1.0, -0.5) == 34
   # The table of DESIGN §12 (paired SD x effect).
-  table = {(0.03, 0.02): 20, (0.03, 0.03): 10, (0.03, 0.05): 6, (0.062, 0.02): 78,
-           (0.062, 0.03): 36, (0.062, 0.05): 15, (0.11, 0.02): 240, (0.11, 0.03): 108,
-           (0.11, 0.05): 40}
+  table = {
+    (0.03, 0.02): 20,
+    (0.03, 0.03): 10,
+    (0.03, 0.05): 6,
+    (0.062, 0.02): 78,
+    (0.062, 0.03): 36,
+    (0.062, 0.05): 15,
+    (0.11, 0.02): 240,
+    (0.11, 0.03): 108,
+    (0.11, 0.05): 40,
+  }
   for (sd, effect), n in table.items():
     assert stats.seeds_needed(sd, effect) == n
     # The smallest such n: one fewer pair falls short of the power.
