@@ -249,6 +249,8 @@ def run_all(
   """
   statuses = []
   todo = []
+  if runs_dir:  # Runs that finished in a workdir before their record could be written.
+    record_finished(config_file, runs, root, runs_dir)
   for run in runs:
     if is_done(root, runs_dir, run, load_config(config_file, run).train.num_steps):
       print(f"{run.name} seed {run.seed}: finished, skipped", flush=True)
