@@ -41,25 +41,41 @@ SAMPLED_METRICS = ("factor_vae", "beta_vae")
 METRIC_NAMES = (*ARRAY_METRICS, *SAMPLED_METRICS)
 
 
-def check_names(names: Sequence[str], mode: str) -> None:
-  """Raises a ValueError naming what is wrong with metric `names` or `mode`, and the fix."""
+def trainer_flag(names: Sequence[str]) -> str:
+  """The trainer's flag that sets metric `names`: --config.eval.metrics="('dci', 'mig')"."""
+  return f'--config.eval.metrics="{tuple(names)!r}"'
+
+
+def evaluate_flag(names: Sequence[str]) -> str:
+  """`python -m gmg_jax.evaluate`'s flag that sets metric `names`: --metrics=dci,mig."""
+  return f"--metrics={','.join(names)}"
+
+
+def check_names(
+  names: Sequence[str], mode: str, flag: Callable[[Sequence[str]], str] = trainer_flag
+) -> None:
+  """Raises a ValueError naming what is wrong with metric `names` or `mode`, and the fix (in
+  the syntax of the command line whose `flag` sets metric names)."""
   check_mode(mode)
   if isinstance(names, str):
     names = (names,)
   unknown = sorted(set(names) - set(METRIC_NAMES))
   if unknown:
     raise ValueError(
-      f"Unknown metrics {unknown}; known: {METRIC_NAMES}. On a command line, pass a tuple of "
-      "quoted names: --config.eval.metrics=\"('dci','mig')\"."
+      f"Unknown metrics {unknown}; known: {METRIC_NAMES}. On a command line: "
+      f"{flag(('dci', 'mig'))}."
     )
 
 
-def check_dataset(names: Sequence[str], dataset: Any) -> None:
+def check_dataset(
+  names: Sequence[str], dataset: Any, flag: Callable[[Sequence[str]], str] = trainer_flag
+) -> None:
   """Raises a ValueError if `dataset` cannot give the fixed-factor samples a metric needs.
 
   The FactorVAE and BetaVAE scores render images with chosen factor values, which needs every
   factor combination in the data; a dataset that is not a complete grid (a researcher's own
-  file, `gmg_jax.data.custom`) says why in `grid_problem`.
+  file, `gmg_jax.data.custom`) says why in `grid_problem`. The fix is spelled by `flag`, as in
+  `check_names`.
   """
   names = (names,) if isinstance(names, str) else tuple(names)
   problem = getattr(dataset, "grid_problem", None)
@@ -69,8 +85,7 @@ def check_dataset(names: Sequence[str], dataset: Any) -> None:
     raise ValueError(
       f"Metrics {wanted} intervene on factors and need every factor combination in the "
       f"dataset, but {getattr(dataset, 'name', 'the dataset')!r} is not a complete grid: "
-      f"{problem}. Metrics available on it: {tuple(ARRAY_METRICS)}; e.g. "
-      f'--config.eval.metrics="{available}".'
+      f"{problem}. Metrics available on it: {tuple(ARRAY_METRICS)}; e.g. {flag(available)}."
     )
 
 
