@@ -13,9 +13,12 @@ Tokens:
     Hausdorff factorized-support term.
   regularizers: {gmg,dst}_{l2,scl2,cos}_{encoder,decoder} (e.g. gmg_cos_decoder; each sets its
     weight, REGULARIZER_WEIGHTS) and jacobian_{encoder,decoder}.
-  runlocal: tiny setting (32x32 images, MLP, few steps) that finishes in about a minute on a CPU.
+  runlocal: tiny setting (32x32 images, MLP, few steps) that finishes in about a minute on a CPU;
+    a dataset stored at one size (dSprites, Shapes3D, MPI3D: 64x64) keeps it.
   tiny: after runlocal, 16x16 images, a (32,) MLP, 20 steps, no evaluation (tests, benches).
 """
+
+import difflib
 
 import ml_collections
 
@@ -195,6 +198,47 @@ REGULARIZER_WEIGHTS = {
 }
 
 
+# The setting REGULARIZER_WEIGHTS were measured in ("cpu32"; the results' README above).
+CALIBRATION_SETTING = {
+  "data.name": "shapes3d_procedural",
+  "data.image_size": 32,
+  "model.arch": "mlp",
+  "model.mlp_hidden": (256, 256),
+  "objective.name": "beta_vae",
+  "objective.beta": 4.0,
+  "objective.hfs_weight": 0.0,
+  "train.batch_size": 64,
+  "optim.learning_rate": 1e-3,
+}
+
+
+def calibration_note(config: ml_collections.ConfigDict) -> str | None:
+  """One line saying which setting the run's regularizer weight was calibrated for, when it is
+  a variant's calibrated weight (REGULARIZER_WEIGHTS) and the run's setting is another; None
+  otherwise (no GMG/DST regularizer, a weight of the user's, a varied weight, the cpu32 setting).
+  """
+  reg = config.regularizer
+  if reg.name not in ("gmg", "dst") or "regularizer.weight" in config.vary:
+    return None
+  cost = {value: key for key, value in _COSTS.items()}.get(reg[reg.name].cost)
+  if REGULARIZER_WEIGHTS.get((reg.name, cost, reg.on)) != reg.weight:
+    return None
+  differs = []
+  for field, calibrated in CALIBRATION_SETTING.items():
+    group, key = field.split(".")
+    value = config[group][key]
+    if (tuple(value) if isinstance(value, list) else value) != calibrated:
+      differs.append(f"{field}={value!r}")
+  if not differs:
+    return None
+  return (
+    f"Note: regularizer.weight={reg.weight:g} is {reg.name}_{cost}_{reg.on}'s weight calibrated "
+    "for the cpu32 setting (~1.5% of the output gradient); this run differs "
+    f"({', '.join(differs)}), so its share may too: the 'Regularizer gradient' line at the end "
+    "reports it (experiments/calibrate_weight.py measures a weight)."
+  )
+
+
 def _regularizer(name, cost, on):
   def apply(config):
     config.regularizer.name = name
@@ -206,8 +250,19 @@ def _regularizer(name, cost, on):
   return apply
 
 
+# Datasets stored at one image size (`gmg_jax.data.files`; the others render or resize to any):
+# the small variants keep it, so that a dataset config with `runlocal` runs.
+STORED_IMAGE_SIZE = {
+  name: 64 for name in ("dsprites", "shapes3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real")
+}
+
+
+def _set_image_size(config, side):
+  config.data.image_size = STORED_IMAGE_SIZE.get(config.data.name, side)
+
+
 def _runlocal(config):
-  config.data.image_size = 32
+  _set_image_size(config, 32)
   config.model.arch = "mlp"
   config.model.mlp_hidden = (128, 64)
   config.model.disc_hidden = 64
@@ -225,7 +280,7 @@ def _runlocal(config):
 
 def _tiny(config):
   # Shrinks runlocal further (use `runlocal,tiny`) for tests, benches and notebooks.
-  config.data.image_size = 16
+  _set_image_size(config, 16)
   config.model.mlp_hidden = (32,)
   config.model.latent_dim = 4
   config.train.batch_size = 16
@@ -255,7 +310,11 @@ def apply_variants(config: ml_collections.ConfigDict, arg: str | None) -> ml_col
   """Applies the comma-separated variant tokens of `arg` in order."""
   for token in filter(None, (arg or "").split(",")):
     if token not in VARIANTS:
-      raise ValueError(f"Unknown config variant {token!r}; choose from {sorted(VARIANTS)}.")
+      close = difflib.get_close_matches(token, VARIANTS, n=1)
+      hint = f"did you mean {close[0]!r}? " if close else ""
+      raise ConfigError(
+        f"Unknown config variant {token!r}; {hint}the variants: {', '.join(sorted(VARIANTS))}."
+      )
     VARIANTS[token](config)
   return config
 
