@@ -3,6 +3,10 @@
 `check_config(config)` collects every problem and raises one `ConfigError` listing them all,
 each naming the field, the bad value and what to pass instead. The train step itself is checked
 separately by the trainer (it traces the step on an abstract batch before any write).
+
+`inert_settings(config)` lists the settings the run would never read: a field of an objective
+or regularizer group that the chosen objective or regularizer does not take, set away from its
+default or varied (`vary`). The command line refuses them; a library caller is warned.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from typing import Any
 import jax
 import ml_collections
 
+from gmg_jax import config as config_lib
 from gmg_jax import data as data_lib
 from gmg_jax import gmg, loss_terms, models, objectives, regularizers, replicas, sharding
 from gmg_jax import metrics as metrics_lib
 from gmg_jax.config import ConfigError
 from gmg_jax.registry import unknown_message
 
-__all__ = ["ConfigError", "check_config", "problems"]
+__all__ = ["ConfigError", "check_config", "inert_settings", "problems"]
 
 
 def _choices() -> dict[str, Collection[Any]]:
@@ -133,8 +138,18 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     value = _get(config, field)
     if not ok(value):
       found.append(f"{field}={value!r}: must be {expected}.")
-  if any(w < 1 for w in config.model.mlp_hidden):
-    found.append(f"model.mlp_hidden={tuple(config.model.mlp_hidden)}: widths must be >= 1.")
+  stored = config_lib.STORED_IMAGE_SIZE.get(config.data.name)
+  if stored is not None and config.data.image_size != stored:
+    found.append(
+      f"data.image_size={config.data.image_size!r}: {config.data.name} is stored at "
+      f"{stored}x{stored}; use --config.data.image_size={stored}."
+    )
+  hidden = config.model.mlp_hidden
+  if isinstance(hidden, str) or not all(isinstance(w, int) and w >= 1 for w in hidden):
+    found.append(
+      f"model.mlp_hidden={hidden!r}: must be a tuple of widths >= 1 (e.g. "
+      "--config.model.mlp_hidden='(128, 64)')."
+    )
   batch_size, devices = config.train.batch_size, jax.device_count()
   if batch_size >= 1 and batch_size % devices:
     found.append(
@@ -181,6 +196,107 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   return found
 
 
+def _invalid(config: ml_collections.ConfigDict, field: str) -> bool:
+  """Whether `field` fails its own check (then `problems` reports it, not `inert_settings`)."""
+  value = _get(config, field)
+  choices = _choices().get(field)
+  ok, _ = _RANGES.get(field, (lambda v: True, ""))
+  return (choices is not None and value not in choices) or not ok(value)
+
+
+def _objective_readers(cfg: ml_collections.ConfigDict, key: str) -> str:
+  """What would read objective field `key`: the other objectives, or beta-TCVAE's other form."""
+  readers = [name for name, o in objectives.OBJECTIVES.items() if key in o.reads(cfg)]
+  if readers:
+    return f"pick an objective that reads it ({', '.join(readers)})"
+  other = ml_collections.ConfigDict(cfg.to_dict())
+  other.tcvae_estimator = (
+    "dlib" if objectives.tcvae_estimator(cfg) == "decomposed" else "decomposed"
+  )
+  if key in objectives.OBJECTIVES["beta_tcvae"].reads(other):
+    return f"set objective.tcvae_estimator={other.tcvae_estimator!r}"
+  return "pick an objective that reads it"
+
+
+def _unread_fields(config: ml_collections.ConfigDict) -> dict[str, tuple[str, str]]:
+  """{dotted field of the objective and regularizer groups that the run does not read: (why,
+  what would make it read)}."""
+  unread = {}
+  cfg = config.objective
+  objective = objectives.OBJECTIVES.get(cfg.name)
+  if objective is not None:
+    # The trainer fills in dataset_size for every objective (`train.with_dataset_facts`).
+    reads = {"name", "hfs_weight", "dataset_size", *objective.reads(cfg)}
+    if cfg.hfs_weight > 0:
+      reads.add("hfs_pairs")
+    form = f" in its {objectives.tcvae_estimator(cfg)!r} form" if cfg.name == "beta_tcvae" else ""
+    for key in set(cfg.keys()) - reads:
+      unread[f"objective.{key}"] = (
+        ("objective.hfs_weight=0 (no HFS term)", "set objective.hfs_weight > 0")
+        if key == "hfs_pairs"
+        else (f"objective.name={cfg.name!r}{form} does not read it", _objective_readers(cfg, key))
+      )
+  reg = config.regularizer
+  if reg.name not in regularizers.NAMES:
+    return unread
+  for key, value in reg.items():
+    group = isinstance(value, ml_collections.ConfigDict)
+    if key == "name" or (group and key == reg.name):
+      continue
+    if reg.name == "none":
+      why = (
+        "regularizer.name='none' trains no regularizer",
+        "pick a regularizer (a gmg_*, dst_* or jacobian_* variant, e.g. :gmg_cos_decoder)",
+      )
+    elif group:
+      why = (
+        f"regularizer.name={reg.name!r} reads regularizer.{reg.name}.*",
+        f"use regularizer.name={key!r}",
+      )
+    elif key == "target" and reg.on == "encoder":
+      why = (
+        "regularizer.on='encoder' and the target is the decoder's output space",
+        "regularize the decoder (regularizer.on='decoder')",
+      )
+    else:
+      continue
+    unread.update(
+      {f"regularizer.{key}.{sub}": why for sub in value.keys()}
+      if group
+      else {f"regularizer.{key}": why}
+    )
+  return unread
+
+
+def inert_settings(config: ml_collections.ConfigDict) -> list[str]:
+  """The settings of `config` that the run never reads, one line each (empty when none).
+
+  A field of `config.objective` or `config.regularizer` that the chosen objective or
+  regularizer does not read counts when it is varied (`vary`: its values would train identical
+  replicas) or set away from its default: the base config's, with the objective's own variant
+  applied (`beta_tcvae` sets beta 6, `factor_vae` gamma 30), so a variant's values never count
+  on their own.
+  """
+  try:
+    varied = replicas.parse_vary(config.vary)
+  except ValueError:
+    varied = {}  # `problems` reports it.
+  name = config.objective.name
+  reference = config_lib.get_config(name if name in config_lib.VARIANTS else None)
+  found = []
+  for field, (why, fix) in sorted(_unread_fields(config).items()):
+    if _invalid(config, field):
+      continue
+    if field in varied:
+      found.append(
+        f"vary: {field} has no effect ({why}): its {len(varied[field])} values would train "
+        f"identical replicas; drop it from vary or {fix}."
+      )
+    elif _get(config, field) != _get(reference, field):
+      found.append(f"{field}={_get(config, field)!r} has no effect: {why}; drop it or {fix}.")
+  return found
+
+
 def _replica_problems(config: ml_collections.ConfigDict, shared: list[str]) -> list[str]:
   """Problems of `num_seeds`/`vary`, then of each replica's own config (its varied values)."""
   try:
@@ -194,14 +310,26 @@ def _replica_problems(config: ml_collections.ConfigDict, shared: list[str]) -> l
   return found
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def check_config(config: ml_collections.ConfigDict, *, refuse_inert: bool = False) -> list[str]:
   """Raises a `ConfigError` listing every problem of `config` (see `problems`), and of each of
-  its replicas (`gmg_jax.replicas`)."""
+  its replicas (`gmg_jax.replicas`).
+
+  Args:
+    config: the run's config.
+    refuse_inert: count the settings the run never reads (`inert_settings`) as problems.
+
+  Returns:
+    The inert settings, when they are not refused (the caller warns).
+  """
   found = problems(config)
   found += _replica_problems(config, found)
+  inert = inert_settings(config)
+  if refuse_inert:
+    found += inert
   if found:
     lines = "\n".join(f"  - {p}" for p in found)
     raise ConfigError(
       f"The config has {len(found)} problem(s); nothing was written:\n{lines}\n"
       "Fields and their meaning: gmg_jax/config.py."
     )
+  return inert

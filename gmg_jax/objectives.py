@@ -63,6 +63,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from gmg_jax import regularizers
@@ -198,11 +199,22 @@ def _tcvae_decomposed(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[ja
 TCVAE_ESTIMATORS = {"dlib": _tcvae_dlib, "decomposed": _tcvae_decomposed}
 
 
+def tcvae_estimator(cfg: ml_collections.ConfigDict) -> str:
+  """The beta-TCVAE form `cfg` trains: "auto" is "decomposed" with HFS, else "dlib"."""
+  if cfg.tcvae_estimator == "auto":
+    return "decomposed" if cfg.hfs_weight > 0 else "dlib"
+  return cfg.tcvae_estimator
+
+
 def _beta_tcvae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
-  estimator = cfg.tcvae_estimator
-  if estimator == "auto":
-    estimator = "decomposed" if cfg.hfs_weight > 0 else "dlib"
+  estimator = tcvae_estimator(cfg)
   return lookup(TCVAE_ESTIMATORS, estimator, "objective.tcvae_estimator")(ctx, cfg)
+
+
+def _tcvae_reads(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  if tcvae_estimator(cfg) == "dlib":
+    return ("tcvae_estimator", "beta")
+  return ("tcvae_estimator", "tcvae_alpha", "tcvae_beta", "tcvae_gamma", "dataset_size")
 
 
 def _factor_vae(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Array, Aux]:
@@ -237,19 +249,25 @@ def _decoder_free(ctx: _Context, cfg: ml_collections.ConfigDict) -> tuple[jax.Ar
 
 
 class Objective(NamedTuple):
-  """A registered objective: its prior term and whether it reconstructs through a decoder."""
+  """A registered objective: its prior term, whether it reconstructs through a decoder, and the
+  fields of `config.objective` it reads, given that group (besides `name`, and the HFS fields
+  every objective reads); the config check refuses a setting of the others
+  (`checks.inert_settings`)."""
 
   fn: ObjectiveFn
   uses_decoder: bool
+  reads: Callable[[ml_collections.ConfigDict], tuple[str, ...]] = lambda cfg: ()
 
 
 OBJECTIVES: dict[str, Objective] = {
-  "beta_vae": Objective(_beta_vae, True),
-  "beta_tcvae": Objective(_beta_tcvae, True),
-  "factor_vae": Objective(_factor_vae, True),
-  "dip_vae": Objective(_dip_vae, True),
-  "annealed_vae": Objective(_annealed_vae, True),
-  "decoder_free": Objective(_decoder_free, False),
+  "beta_vae": Objective(_beta_vae, True, lambda cfg: ("beta",)),
+  "beta_tcvae": Objective(_beta_tcvae, True, _tcvae_reads),
+  "factor_vae": Objective(_factor_vae, True, lambda cfg: ("gamma",)),
+  "dip_vae": Objective(_dip_vae, True, lambda cfg: ("lambda_od", "lambda_d_factor", "dip_type")),
+  "annealed_vae": Objective(
+    _annealed_vae, True, lambda cfg: ("c_max", "iteration_threshold", "gamma_annealed")
+  ),
+  "decoder_free": Objective(_decoder_free, False, lambda cfg: ("prior_matching",)),
 }
 
 
@@ -424,6 +442,31 @@ def vae_loss(
 
 # Below this share of the output gradient, a regularizer is logged (and summarized) as negligible.
 NEGLIGIBLE_SHARE = 0.01
+
+
+def gradient_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+  """Medians of the logged output-gradient diagnostics (None without a GMG/DST regularizer).
+
+  "negligible" is set when the regularizer's median share of the output gradient is below
+  `NEGLIGIBLE_SHARE`: the run trained (almost) without it.
+  """
+  rows = [r for r in records if r.get("grad/regularizer_share") is not None]
+  if not rows:
+    return None
+
+  def median(key):
+    return float(np.median([r[key] for r in rows if r.get(key) is not None]))
+
+  share = median("grad/regularizer_share")
+  return {
+    "logged_steps": len(rows),
+    "median_regularizer_share": share,
+    "median_regularizer_to_distortion": median("grad/regularizer_to_distortion"),
+    "median_cosine_to_distortion": median("grad/cosine_to_distortion"),
+    "negligible_fraction": float(np.mean([bool(r["grad/negligible"]) for r in rows])),
+    "negligible": share < NEGLIGIBLE_SHARE,
+  }
+
 
 # ((loss, aux), grads) of the VAE loss; see `make_loss`.
 LossFn = Callable[..., tuple[tuple[jax.Array, Aux], Any]]
