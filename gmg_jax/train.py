@@ -31,10 +31,12 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from gmg_jax import checkpointing, checks, evaluation, objectives, sharding
+from gmg_jax import config as config_lib
 from gmg_jax import data as data_lib
 from gmg_jax import metrics as metrics_lib
 from gmg_jax import replicas as replicas_lib
 from gmg_jax.config import ConfigError
+from gmg_jax.objectives import gradient_summary
 from gmg_jax.train_step import (  # noqa: F401 (the step's API, re-exported for callers of train)
   TrainState,
   create_train_state,
@@ -50,14 +52,20 @@ from gmg_jax.writers import MetricWriter, read_jsonl, write_json_atomic
 class Diverged(FloatingPointError):
   """A step produced a non-finite loss, gradient or state; it was not applied or saved."""
 
-  def __init__(self, step: int, metrics: dict[str, Any]):
+  def __init__(self, step: int, metrics: dict[str, Any], last_checkpoint: int | None = None):
     self.step = step
     terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()) if k != "finite")
+    fix = "--config.optim.learning_rate=<lower> --config.train.resume_with_changed_config=True"
+    where = (
+      f"No checkpoint was saved before it: start again with a lower learning rate (add {fix}, "
+      "or use a new --workdir)."
+      if last_checkpoint is None
+      else "Every checkpoint left holds finite parameters whose loss was finite. Resume from the "
+      f"last one (step {last_checkpoint}) with a lower learning rate: add {fix}."
+    )
     super().__init__(
       f"Non-finite loss, gradient or parameters at step {step} ({terms}). The update was not "
-      "applied and every checkpoint left holds finite parameters whose loss was finite. Resume "
-      "from the last checkpoint with a lower learning rate: add "
-      "--config.optim.learning_rate=<lower> --config.train.resume_with_changed_config=True."
+      f"applied. {where}"
     )
 
 
@@ -69,30 +77,6 @@ class Preempted(Exception):
     super().__init__(
       f"Preempted at step {step}; the state is saved in {workdir}. Run the same command to resume."
     )
-
-
-def gradient_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-  """Medians of the logged output-gradient diagnostics (None without a GMG/DST regularizer).
-
-  "negligible" is set when the regularizer's median share of the output gradient is below
-  `objectives.NEGLIGIBLE_SHARE`: the run trained (almost) without it.
-  """
-  rows = [r for r in records if r.get("grad/regularizer_share") is not None]
-  if not rows:
-    return None
-
-  def median(key):
-    return float(np.median([r[key] for r in rows if r.get(key) is not None]))
-
-  share = median("grad/regularizer_share")
-  return {
-    "logged_steps": len(rows),
-    "median_regularizer_share": share,
-    "median_regularizer_to_distortion": median("grad/regularizer_to_distortion"),
-    "median_cosine_to_distortion": median("grad/cosine_to_distortion"),
-    "negligible_fraction": float(np.mean([bool(r["grad/negligible"]) for r in rows])),
-    "negligible": share < objectives.NEGLIGIBLE_SHARE,
-  }
 
 
 class ReplicasDiverged(Diverged):
@@ -329,7 +313,8 @@ def _train_loop(
     if not multi and not metrics["finite"]:
       if not np.isfinite(metrics["loss"]):
         _drop_unviable_checkpoint(manager, done - 1)
-      raise Diverged(done, metrics)
+      manager.wait_until_finished()
+      raise Diverged(done, metrics, manager.latest_step())
     live = []
     for run in runs:
       if run.failure is not None:
@@ -383,6 +368,7 @@ def _train_loop(
   # (SIGKILL after a preemption's grace period, say) resumes here and does what that step owes,
   # e.g. the replicas of a K-run that were not reached.
   if start > 0 and _eval_due(config, start):
+    _say_evaluating(bar, start)
     evaluate([run for run in runs if _owes_evaluation(run, start)], state)
   pending = None  # (step, metrics) of the last dispatched step: read after the next dispatch.
   preempted = False
@@ -410,12 +396,23 @@ def _train_loop(
         checkpointing.save(manager, done, state, meta)
       bar.update(1)
       if eval_due:
+        _say_evaluating(bar, done)
         evaluate([run for run in runs if run.failure is None], state)
+        bar.set_description("train")
       if preempted:
         break
     if pending is not None:
       check_and_log(*pending)
   return state, preempted
+
+
+def _say_evaluating(bar: tqdm.tqdm, step: int) -> None:
+  """Says that the run evaluates at `step` (seconds to minutes): on the bar, or as a line."""
+  bar.set_description(f"evaluating at step {step}")
+  if not bar.disable:
+    bar.refresh()
+  elif jax.process_index() == 0:
+    print(f"Evaluating at step {step} ...", flush=True)
 
 
 def _summarize(run: _Run) -> None:
@@ -457,12 +454,37 @@ def _write_replica_index(workdir: str, runs: list[_Run], step: int, num_steps: i
   )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def _finished(config: ml_collections.ConfigDict, runs: list[_Run], step: int) -> bool:
+  """Whether a run restored at `step` has nothing left to do: no step and no evaluation owed."""
+  owed = _eval_due(config, step) and any(_owes_evaluation(run, step) for run in runs)
+  return step >= config.train.num_steps and not owed
+
+
+def _already_finished(runs: list[_Run], workdir: str, state: TrainState, step: int) -> TrainState:
+  """Says that the run in `workdir` is finished (writing nothing) and returns its state."""
+  if jax.process_index() == 0:
+    print(
+      f"Already finished at step {step} (train.num_steps={runs[0].config.train.num_steps}); "
+      f"nothing to do. Results in {workdir}; raise --config.train.num_steps to train on."
+    )
+  failures = {run.replica.name: run.failure for run in runs if run.failure is not None}
+  if failures:
+    raise ReplicasDiverged(failures, workdir)
+  return state
+
+
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, refuse_inert: bool = False
+) -> TrainState:
   """Trains (resuming if the workdir holds a checkpoint), evaluates, and writes everything.
+
+  A run already at `train.num_steps` with nothing left to evaluate says so and writes nothing.
 
   Args:
     config: the run's config (see gmg_jax/config.py); `num_seeds` / `vary` make it a K-run.
     workdir: directory for checkpoints, logs, metrics and pictures.
+    refuse_inert: refuse (ConfigError) the settings the run would not read
+      (`checks.inert_settings`) instead of printing a warning for each.
 
   Returns:
     The final state (stacked along a leading replica axis for a K-run).
@@ -477,7 +499,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   workdir = os.path.abspath(workdir)
   # Everything that can be checked is checked before the workdir is touched: the config's
   # names and ranges, the data files, the step's shapes, and the saved run's config.
-  checks.check_config(config)
+  lead = jax.process_index() == 0
+  for setting in checks.check_config(config, refuse_inert=refuse_inert):
+    if lead:
+      print(f"Warning: {setting}", flush=True)
   mesh = sharding.make_mesh()
   dataset = data_lib.get_dataset(config.data)
   if evaluates(config):
@@ -489,23 +514,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     dataset = sharding.replicate(dataset, mesh)
   config = with_dataset_facts(config, dataset)
   replicas = replicas_lib.expand(config) if replicas_lib.is_multi(config) else None
+  if lead:  # Which setting a variant's weight was calibrated for, then a phase of seconds.
+    status = [config_lib.calibration_note(config), "Building the model ..."]
+    print(*filter(None, status), sep="\n", flush=True)
   graphdef, state = create_train_state(config, dataset.image_shape, replicas)
   # Restoring into a replicated state makes Orbax read it replicated on every process.
   state = sharding.replicate(state, mesh)
-  example = [state, _batch_source(config, dataset, state.rng, mesh)(step_of(state))]
-  if replicas is not None:
-    example.append(sharding.replicate(jnp.ones(len(replicas), bool), mesh))
-  step_fn = _compile_step(
-    make_train_step(graphdef, config, mesh, host_batches=not dataset.jittable, replicas=replicas),
-    *example,
-  )
   checkpointing.check_config(workdir, config)
   with contextlib.closing(checkpointing.make_manager(workdir, config.train)) as manager:
     state, meta = _resume(manager, state, config)
-    # Only now, with the state restored (or fresh), does the run claim the workdir.
-    checkpointing.write_config(workdir, config)
     runs = _make_runs(config, workdir, replicas, meta.get("failed", {}))
     resumed, step = step_of(state), None
+    if _finished(config, runs, resumed):
+      return _already_finished(runs, workdir, state, resumed)
+    if lead:
+      print("Compiling the train step ...", flush=True)
+    example = [state, _batch_source(config, dataset, state.rng, mesh)(resumed)]
+    if replicas is not None:
+      example.append(sharding.replicate(jnp.ones(len(replicas), bool), mesh))
+    step_fn = _compile_step(
+      make_train_step(graphdef, config, mesh, host_batches=not dataset.jittable, replicas=replicas),
+      *example,
+    )
+    # Only now, with the state restored (or fresh) and the step built, is the workdir claimed.
+    checkpointing.write_config(workdir, config)
     try:
       for run in runs:
         run.open(resumed)
