@@ -12,11 +12,10 @@ All logic lives in gmg_jax.train (tested as a library); this file parses flags, 
 jax.distributed on multi-host runs, and calls train.train_and_evaluate.
 """
 
-import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from gmg_jax import cli, sharding, train
+from gmg_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and pictures.")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,8 +28,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  del argv  # cli.parse_flags refuses stray arguments.
+  cli.status("Loading JAX and the model code ...")
+  # Imported once the flags are parsed: a mistake on the command line is answered at once.
+  import jax  # noqa: PLC0415
+
+  from gmg_jax import sharding, train  # noqa: PLC0415
+
   # Multi-process jobs (TPU pod slices, multi-GPU, SLURM) are described by the environment;
   # see sharding.initialize_distributed and experiments/launch_*.sh.
   sharding.initialize_distributed()
@@ -40,8 +44,9 @@ def main(argv):
     jax.process_count(),
     jax.local_devices(),
   )
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  # On the command line a setting the run would not read is refused (checks.inert_settings).
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, refuse_inert=True)
 
 
 if __name__ == "__main__":
-  cli.run(main, __doc__, __name__)
+  cli.run(main, __doc__, __name__, cli.config_help())
