@@ -5,7 +5,12 @@ r"""Scores a saved run: restores a checkpoint, computes metrics, writes metrics 
 
 Values merge into the run's metrics.json (the trainer's other metrics stay; "sources" says which
 step, mode and sample sizes each value came from); every evaluation is appended to eval.jsonl
-and `pictures/metric_curves.png` plots them. The library behind it is `gmg_jax.evaluation`.
+and `pictures/metric_curves.png` plots them; the TensorBoard run `tensorboard/eval` is rewritten
+from eval.jsonl in step order. The library behind it is `gmg_jax.evaluation`.
+
+Standard output is one JSON document: the record of the step scored ({"step": ..., "<metric>":
+{...}}), a list of records for --step=all, and for a K-run program an object {replica workdir:
+record or list}. Progress and messages go to standard error.
 
 A replica of a K-run (`<program workdir>/<replica name>`, gmg_jax/replicas.py) is scored the
 same way: its state is taken from the program's stacked checkpoints. `--workdir=<program
@@ -18,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -136,6 +142,11 @@ def _stopped_at(workdir: str) -> dict[str, int]:
   return {r["name"]: r["failed_at"] for r in index if r.get("failed_at") is not None}
 
 
+def _say(message: str) -> None:
+  """A progress line on stderr (stdout holds the JSON document)."""
+  print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str]) -> None:
   del argv
   args = flags.FLAGS
@@ -144,18 +155,30 @@ def main(argv: list[str]) -> None:
   run = _open_run(workdir)
   config = _override_eval(run.config, args)
   try:  # Before any checkpoint is restored or image encoded.
-    metrics_lib.check_names(config.eval.metrics, config.eval.mode)
-    metrics_lib.suite.check_dataset(config.eval.metrics, run.dataset)
+    metrics_lib.check_names(config.eval.metrics, config.eval.mode, metrics_lib.suite.evaluate_flag)
+    metrics_lib.suite.check_dataset(
+      config.eval.metrics, run.dataset, metrics_lib.suite.evaluate_flag
+    )
   except ValueError as e:
     raise ConfigError(f"{e} Nothing was evaluated or written.") from e
   program = replicas.expand(config) if replicas.is_multi(config) else None
+  # TensorBoard gets the evaluations once all are done, rewritten in step order.
+  scored: dict[str, tuple[ml_collections.ConfigDict, list[dict[str, Any]]]] = {}
   for step in checkpoint_steps(run.manager, args.step):
+    _say(f"Evaluating {'the latest checkpoint' if step is None else f'step {step}'} ...")
     state = _restore(workdir, run, step)
     if program is None:
       record = evaluation.evaluate_and_write(
-        config, workdir, run.graphdef, state, run.dataset, progress=True, by="evaluate"
+        config,
+        workdir,
+        run.graphdef,
+        state,
+        run.dataset,
+        progress=True,
+        by="evaluate",
+        tensorboard=False,
       )
-      print(json.dumps(record, indent=2))
+      scored.setdefault(workdir, (config, []))[1].append(record)
       continue
     # A K-run program: every replica that had not stopped by this step, encoded together.
     at = train.step_of(state)
@@ -166,12 +189,20 @@ def main(argv: list[str]) -> None:
       if stopped.get(r.name, at + 1) > at
     ]
     records = evaluation.evaluate_replicas(
-      due, run.graphdef, state, run.dataset, progress=True, by="evaluate"
+      due, run.graphdef, state, run.dataset, progress=True, by="evaluate", tensorboard=False
     )
-    for (_, _, own), record in zip(due, records, strict=True):
-      print(f"{own}: {json.dumps(record)}")
+    for (_, own_config, own), record in zip(due, records, strict=True):
+      scored.setdefault(own, (own_config, []))[1].append(record)
+  for own, (own_config, _) in scored.items():
+    evaluation.rewrite_eval_tensorboard(own_config, own)
+  every = args.step == "all"
+  documents = {own: records if every else records[0] for own, (_, records) in scored.items()}
+  print(json.dumps(documents if program is not None else documents.get(workdir, []), indent=2))
   where = workdir if program is None else os.path.join(workdir, "<replica>")
-  print(f"Wrote {os.path.join(where, 'metrics.json')} and {os.path.join(where, 'eval.jsonl')}")
+  _say(
+    f"Wrote {os.path.join(where, 'metrics.json')}, {os.path.join(where, 'eval.jsonl')} and "
+    f"{os.path.join(where, 'tensorboard', 'eval')}"
+  )
 
 
 def _define_flags() -> None:
@@ -189,4 +220,10 @@ def _define_flags() -> None:
 if __name__ == "__main__":
   # Flags are defined only when run as a program: `load_run` is importable without them.
   _define_flags()
-  cli.run(main, __doc__, __name__)
+  cli.run(
+    main,
+    __doc__,
+    __name__,
+    f"Metrics (--metrics=NAME,NAME): {', '.join(metrics_lib.METRIC_NAMES)}. factor_vae and "
+    "beta_vae intervene on factors and need a dataset that holds every factor combination.",
+  )

@@ -28,7 +28,7 @@ from gmg_jax import gmg as gmg_lib
 from gmg_jax import gw, loss_terms, objectives, replicas, sharding, train_step, viz
 from gmg_jax import metrics as metrics_lib
 from gmg_jax.models import to_float
-from gmg_jax.writers import MetricWriter, read_jsonl, write_json_atomic
+from gmg_jax.writers import MetricWriter, read_jsonl, rewrite_tensorboard, write_json_atomic
 
 _NUM_PICTURE_IMAGES = 8
 # Images whose encoder means and log-variances give each dim's traversal range and KL.
@@ -192,6 +192,7 @@ def evaluate_and_write(
   progress: bool = False,
   by: str = "train",
   codes: tuple[np.ndarray, np.ndarray] | None = None,
+  tensorboard: bool = True,
 ) -> dict[str, Any]:
   """Scores the encoder mean of `state` and writes metrics and pictures (process 0 writes).
 
@@ -210,6 +211,9 @@ def evaluate_and_write(
     by: who evaluates ("train" or "evaluate"), recorded in metrics.json's "sources".
     codes: the state's codes of the array metrics' points, when the caller encoded them
       (`evaluate_replicas`); None encodes them here.
+    tensorboard: also append the record and pictures to the TensorBoard run `tensorboard/eval`;
+      a caller that evaluates earlier steps than the run's rewrites it instead, in step order
+      (`rewrite_eval_tensorboard`).
 
   Returns:
     The record written: {"step": s, "<metric>": {...}, ...}.
@@ -243,7 +247,7 @@ def evaluate_and_write(
     "by": by,
   }
   merge_metrics_json(os.path.join(workdir, "metrics.json"), step, scores, source)
-  writer = MetricWriter(workdir, "eval", config=config)
+  writer = MetricWriter(workdir, "eval", tensorboard=tensorboard, config=config)
   writer.write(step, {f"{m}/{k}": v for m, values in scores.items() for k, v in values.items()})
   pictures = os.path.join(workdir, "pictures")
   if config.eval.pictures:
@@ -265,6 +269,7 @@ def evaluate_replicas(
   mesh: Mesh | None = None,
   progress: bool = False,
   by: str = "train",
+  tensorboard: bool = True,
 ) -> list[dict[str, Any]]:
   """Scores replicas of a K-run program, each exactly as `evaluate_and_write` scores its run.
 
@@ -278,7 +283,7 @@ def evaluate_replicas(
       score (`replicas.Replica`; a K-run skips the replicas that stopped).
     graphdef: graph definition of the train state's modules.
     state: the program's stacked `train.TrainState`, replicated on `mesh` or on one device.
-    dataset, mesh, progress, by: as in `evaluate_and_write`.
+    dataset, mesh, progress, by, tensorboard: as in `evaluate_and_write`.
 
   Returns:
     The records written, in the order of `runs`.
@@ -305,6 +310,7 @@ def evaluate_replicas(
       progress=progress,
       by=by,
       codes=own_codes,
+      tensorboard=tensorboard,
     )
     for (index, config, workdir), own_codes in zip(runs, codes, strict=True)
   ]
@@ -338,6 +344,24 @@ def _encode_replica_points(
       codes.append(encode_rows(modules, np.stack(images, axis=1)))
     splits.append(np.concatenate(codes, axis=0))  # [N, K, D]
   return [(splits[0][:, k], splits[1][:, k]) for k in range(len(configs))]
+
+
+def rewrite_eval_tensorboard(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Rewrites the run's TensorBoard evaluations (`tensorboard/eval`) from its eval.jsonl, in
+  step order: one point per step and metric (a later evaluation of a step over an earlier
+  one), with the pictures of each step from `pictures/`."""
+  by_step: dict[int, dict[str, Any]] = {}
+  for record in read_jsonl(os.path.join(workdir, "eval.jsonl")):
+    by_step.setdefault(int(record["step"]), {}).update(record)
+  pictures, images = os.path.join(workdir, "pictures"), {}
+  for name in sorted(os.listdir(pictures)) if os.path.isdir(pictures) else ():
+    stem, _, step = name.removesuffix(".png").rpartition("_")
+    if name.endswith(".png") and step.isdigit() and int(step) in by_step:
+      images.setdefault(int(step), {})[f"pictures/{stem}"] = viz.read_png(
+        os.path.join(pictures, name)
+      )
+  records = [by_step[step] for step in sorted(by_step)]
+  rewrite_tensorboard(os.path.join(workdir, "tensorboard", "eval"), records, images, config)
 
 
 def merge_metrics_json(

@@ -370,6 +370,12 @@ def save_png(path: str | os.PathLike, image: Any) -> str:
   return atomic_write(path, lambda f: matplotlib.image.imsave(f, image, format="png"), text=False)
 
 
+def read_png(path: str | os.PathLike) -> np.ndarray:
+  """The uint8 [H, W, 3] image of a PNG written by `save_png`."""
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"))
+
+
 def save_gif(path: str | os.PathLike, frames: Any, *, frame_ms: int = 150) -> str:
   """Writes frames [T, H, W, C] (C = 1 or 3) as a looping animated GIF to `path` atomically.
 

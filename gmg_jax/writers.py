@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -83,9 +84,7 @@ class MetricWriter:
     self._file.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
     self._file.flush()
     if self._tb is not None:
-      for k, v in record.items():
-        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
-          self._tb.add_scalar(k, v, int(step))
+      _add_scalars(self._tb, record)
     if self._wandb is not None:
       self._wandb.log(step, {k: v for k, v in record.items() if k != "step" and _is_number(v)})
 
@@ -95,8 +94,7 @@ class MetricWriter:
       return
     images = {k: _to_uint8_hwc(v) for k, v in images.items()}
     if self._tb is not None:
-      for k, image in images.items():
-        self._tb.add_image(k, image, int(step), dataformats="HWC")
+      _add_images(self._tb, step, images)
       self._tb.flush()
     if self._wandb is not None:
       self._wandb.log_images(step, images)
@@ -109,6 +107,53 @@ class MetricWriter:
     if self._wandb is not None:
       self._wandb.close()
       self._wandb = None
+
+
+def _add_scalars(tb: Any, record: Mapping[str, Any]) -> None:
+  """The numbers of a record {"step": s, name: value} as TensorBoard scalars at step s."""
+  for k, v in record.items():
+    if k != "step" and _is_number(v):
+      tb.add_scalar(k, v, int(record["step"]))
+
+
+def _add_images(tb: Any, step: int, images: Mapping[str, np.ndarray]) -> None:
+  for k, image in images.items():
+    tb.add_image(k, _to_uint8_hwc(image), int(step), dataformats="HWC")
+
+
+def rewrite_tensorboard(
+  logdir: str,
+  records: list[Mapping[str, Any]],
+  images: Mapping[int, Mapping[str, Any]],
+  config: Any = None,
+) -> None:
+  """Replaces the TensorBoard run in `logdir` with `records` and `images`, in the order given.
+
+  TensorBoard draws a run's points in the order they were written, so a step written after a
+  later one (an evaluation of an earlier checkpoint) bends the curve back; rewriting the run in
+  step order keeps it a curve. Process 0 writes.
+
+  Args:
+    logdir: the run's directory, e.g. `<workdir>/tensorboard/eval`.
+    records: {"step": s, name: value} in step order (values that are no number are skipped).
+    images: {step: {name: image [H, W, C]}}, written at their steps.
+    config: the run's config, written as hyperparameters (as `MetricWriter` does).
+  """
+  if jax.process_index() != 0:
+    return
+  fresh, stale = f"{logdir}.new-{os.getpid()}", f"{logdir}.old-{os.getpid()}"
+  shutil.rmtree(fresh, ignore_errors=True)
+  tb = SummaryWriter(fresh)
+  if config is not None:
+    _write_hparams(tb, config)
+  for record in records:
+    _add_scalars(tb, record)
+    _add_images(tb, record["step"], images.get(int(record["step"]), {}))
+  tb.close()
+  if os.path.exists(logdir):
+    os.rename(logdir, stale)
+  os.rename(fresh, logdir)
+  shutil.rmtree(stale, ignore_errors=True)
 
 
 def finite_json(record: dict[str, Any]) -> dict[str, Any]:
