@@ -9,8 +9,9 @@ GW solver in `--solvers` (default: the fused one; `--solvers fused ott` adds ott
 side), from the start `--pot_init` (default: the product coupling, POT's only start; "both" doubles
 our work), for (d_x, d_y) = (12288, 10) ("enc": x = image, y = code) and (10, 12288) ("dec": x =
 code, y = image), against `ot.gromov.entropic_gromov_wasserstein2` in float64 on the same cost
-matrices (ours, computed in float32, cast to float64). Conventions (DESIGN.md §10): ott/ours at
-absolute epsilon e equals POT at 2e, and POT's value equals 2 * `info.gw_energy` (ours has the 1/2).
+matrices (ours, computed in float32, cast to float64). Conventions (POT's inner Sinkhorn runs on
+twice the linearized cost): ott/ours at absolute epsilon e equals POT at 2e, and POT's value
+equals 2 * `info.gw_energy` (ours has the 1/2).
 Both get the same outer tolerance, inner Sinkhorn tolerance and iteration caps; the stopping rules
 differ (ott: relative change of the linearized cost; POT: Frobenius change of the plan, checked
 every 10th outer iteration; inner: ott L1 vs POT L2 marginal error). POT times only its solve (given

@@ -144,7 +144,7 @@ def test_seeds_needed_against_published_and_hand_values():
   assert stats.seeds_needed(1.0, 1.0) == 10
   assert stats.seeds_needed(1.0, 0.5) == 34
   assert stats.seeds_needed(1.0, -0.5) == 34
-  # The table of DESIGN §12 (paired SD x effect).
+  # Round 3's table of seeds for the observed paired SDs of DCI-D (paired SD x effect).
   table = {
     (0.03, 0.02): 20,
     (0.03, 0.03): 10,
