@@ -29,11 +29,10 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sweep  # noqa: E402  (experiments/ is not a package)
-from aggregate import GRADIENT_SUMMARY  # noqa: E402
+import sweep  # experiments/ is not a package: the script's own directory
+from aggregate import GRADIENT_SUMMARY
 
-from gmg_jax.atomic import atomic_write  # noqa: E402
+from gmg_jax.atomic import atomic_write
 
 _SHARE = "median_regularizer_share"
 

@@ -27,24 +27,21 @@ import argparse
 import csv
 import io
 import os
-import sys
 from collections.abc import Callable, Sequence
 
+import aggregate  # experiments/ is not a package: the script's own directory
 import jax
 import jax.numpy as jnp
 import numpy as np
+import stats
+import studies
 from flax import nnx
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import aggregate  # noqa: E402  (experiments/ is not a package)
-import stats  # noqa: E402
-import studies  # noqa: E402
-
-from gmg_jax import data as data_lib  # noqa: E402
-from gmg_jax import metrics as metrics_lib  # noqa: E402
-from gmg_jax import models  # noqa: E402
-from gmg_jax.atomic import atomic_write  # noqa: E402
-from gmg_jax.config import get_config  # noqa: E402
+from gmg_jax import data as data_lib
+from gmg_jax import metrics as metrics_lib
+from gmg_jax import models
+from gmg_jax.atomic import atomic_write
+from gmg_jax.config import get_config
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SIZES = ((2000, 1000), (10_000, 5000))

@@ -19,18 +19,16 @@ import argparse
 import json
 import os
 import re
-import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import aggregate  # noqa: E402  (experiments/ is not a package)
-import paired  # noqa: E402
-import records  # noqa: E402
+import aggregate  # experiments/ is not a package: the script's own directory
+import paired
+import records
 
-from gmg_jax.train import gradient_summary  # noqa: E402
-from gmg_jax.writers import read_jsonl  # noqa: E402
+from gmg_jax.train import gradient_summary
+from gmg_jax.writers import read_jsonl
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "gpu", "study64")
 GMG = "beta_vae+gmg_cos_decoder+weight=1000"
