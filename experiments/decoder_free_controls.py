@@ -182,7 +182,9 @@ def plot(rows: Sequence[dict], path: str) -> None:
     means[config] = (float(np.mean(x)), float(np.mean(y)))
     ax.plot(*means[config], "o", color=f"C{index % 10}", ms=8, label=config)
   for regularizer in ("dst", "gmg"):
-    curve = [means[c] for c in configs if f"+{regularizer}_" in c]
+    arms = [c for c in configs if f"+{regularizer}_" in c]
+    arms.sort(key=lambda c: float(c.rsplit("weight=", 1)[1]))
+    curve = [means[c] for c in arms]
     if len(curve) > 1:
       ax.plot(*zip(*curve, strict=True), "-", color="k", lw=0.8, alpha=0.6)
   ax.set_xlabel("DCI informativeness (test)")
