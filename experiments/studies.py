@@ -19,9 +19,9 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-# The small CPU setting of the README's results: 32x32 images, the MLP VAE, Adam 1e-3, 1,000
-# steps, one evaluation at the end with the fast DCI and MIG on 2,000 / 1,000 points. On 2 shared
-# CPU cores a step takes ~40 ms (~90 ms with GMG).
+# The small CPU setting of the studies: 32x32 images, the MLP VAE, Adam 1e-3, 1,000 steps, one
+# evaluation at the end with the fast DCI and MIG on 2,000 / 1,000 points. On a quiet 2-core CPU
+# a step takes 8.4-11.2 ms (plain, DST or GMG; experiments/results/bench_runs/mlp32_cpu.md).
 CPU32: dict[str, Any] = {
   "data.image_size": 32,
   "model.arch": "mlp",

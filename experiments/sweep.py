@@ -13,7 +13,7 @@ so one grid point per (objective, hfs): 2 * 2 * (1 + 12) = 52 configs per seed.
   # the full grid, one launch command per program (for a cluster scheduler)
   python experiments/sweep.py --config=configs/shapes3d.py --seeds=0-9 --print
   # a subset of the grid
-  python experiments/sweep.py --config=configs/default.py --study=readme_cpu32 --setting=cpu32 \
+  python experiments/sweep.py --config=configs/default.py --name=readme_cpu32 --setting=cpu32 \
       --objectives=beta_vae --hfs=no --placements=decoder --seeds=0,1,2 --run
 
 Runs are grouped into K-run programs (gmg_jax/replicas.py: K runs vmapped in one jitted step) of

@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = "shapes3d_procedural"  # A key of gmg_jax.data.DATASETS.
   config.data.source = "files"  # "files" (original files) or "tfds"; procedural sets ignore it.
   config.data.data_dir = ""  # "" = $GMG_DATA_DIR, then ~/gmg_data.
-  config.data.path = ""  # name="npz"/"hdf5": your own dataset file (README Data section).
+  config.data.path = ""  # name="npz"/"hdf5": your own dataset file (docs/data.md).
   config.data.image_size = 64  # Image side; procedural sets render at any multiple of 16.
   config.data.on_device = "auto"  # Keep the images on the accelerator: "auto", True or False.
   # Device memory budget (GB) of on_device="auto"; None: half the accelerator's memory.
@@ -93,9 +93,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (`gmg_jax.regularizers.make_regularizer`); only the group of `name` is used.
   config.regularizer.gmg = ml_collections.ConfigDict()
   config.regularizer.gmg.cost = "cosine"  # "sqeuclidean", "scaled_sqeuclidean" or "cosine".
-  # epsilon = epsilon_0 * stat(C_X) * stat(C_Y). 0.03 with the product start (below), chosen by
-  # the downstream metric of trained runs over 0.1 and 0.3 (README, "epsilon_0: the function's
-  # default and the trainer's"); at 0.01 / both starts the plan sits at the map's own coupling
+  # epsilon = epsilon_0 * stat(C_X) * stat(C_Y). 0.03 with the product start (below), picked
+  # over 0.1 and 0.3 by DCI-D in 2,000-step runs on seeds 0-9 (exploratory, confounded with
+  # gradient share; docs/gmg.md); at 0.01 / both starts the plan sits at the map's own coupling
   # I/n, where the trained gradient is exactly 0.
   config.regularizer.gmg.epsilon_0 = 0.03
   # Value trained: "entropic" (paper: DST - GW_eps) or "certified" (>= 0, often 0 on trained

@@ -57,7 +57,7 @@ def gmg(
     negative (entropic bias), and its gradient, the envelope gradient, is never switched off.
   * "certified": ``DST - min(DST, E(P))`` >= 0, a lower bound on the exact gap. On a trained
     decoder's batches the solver rarely beats the decoder's own coupling (``identity_won``;
-    README, Results), so this value and its gradient are then 0 and the regularizer does
+    docs/gmg.md), so this value and its gradient are then 0 and the regularizer does
     nothing.
 
   Both values are logged, "gmg_entropic" and "gmg_certified" (the trained one is also the

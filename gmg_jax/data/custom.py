@@ -45,7 +45,7 @@ from gmg_jax.data.npz import npz_member_offset, read_npy_header, unreadable_reas
 FORMATS = ("npz", "hdf5")
 _MAGIC = {"npz": b"PK\x03\x04", "hdf5": b"\x89HDF\r\n\x1a\n"}
 _FIX = (
-  "Write the file as in the README (Data: your own dataset): images uint8 [N, H, W, C], "
+  "Write the file as in docs/data.md (Your own dataset): images uint8 [N, H, W, C], "
   "factors integers [N, K], optional factor_names np.array([...]) of K strings."
 )
 
