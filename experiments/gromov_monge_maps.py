@@ -17,18 +17,18 @@ Adam (``--lr``, cosine-decayed to 0 over the run) on fresh batches of ``--batch`
   curve itself (radius exactly 1, no radial noise);
 * ``fit``: ott-jax's Sinkhorn divergence (`ott.tools.sinkhorn_divergence.sinkhorn_divergence`
   with `ott.geometry.pointcloud.PointCloud`, squared Euclidean ground cost, epsilon 0.05 absolute,
-  i.e. a blur of 0.22 on a target of side 2), whatever ``--cost`` is.
-
-Budget choices (probe on seed 99, not reported): epsilon 0.01 took ~5x the Sinkhorn iterations
-per step (360 vs 70 at n = 256). Adam 3e-2 with batch 128 reached a held-out fit of 0.011-0.012
-in 1,000 steps, against 0.02-0.05 with Adam 1e-3-3e-3; batch 256 fitted better still
-(0.005-0.010) at 2-3x the time, which the 140-run study could not afford on 2 CPU cores.
+  i.e. a blur of 0.22 on a target of side 2), whatever ``--cost`` is;
 * ``R`` on the batch (``--cost`` is the cost of both sides, `gmg_jax.costs.cost_matrix`):
   "none": 0; "dst": the distortion ``1/2 mean_ik (C_X[i,k] - C_Y[i,k])^2``
   (`gmg_jax.gmg.distortion`); "gmg": the value `gmg_jax.gmg.gromov_monge_gap` returns with the
   trainer's settings (`gmg_jax.config`, ``regularizer.gmg``: the "entropic" estimator
   ``DST - GW_eps``, epsilon_0 0.03 by default, the product start, the same budgets; envelope
   gradient), i.e. exactly the value a gmg_* variant trains.
+
+Budget choices (probe on seed 99, not reported): epsilon 0.01 took ~5x the Sinkhorn iterations
+per step (360 vs 70 at n = 256). Adam 3e-2 with batch 128 reached a held-out fit of 0.011-0.012
+in 1,000 steps, against 0.02-0.05 with Adam 1e-3 to 1e-2; batch 256 fitted better still
+(0.005-0.010) at 2-3x the time, which the 140-run study could not afford on 2 CPU cores.
 
 The paper's claim (Uscidda et al., ICLR 2025, Figure 2): no map both fits such a target and
 preserves the source's geometry, so DST fights the fit, while GMG asks only for the least
