@@ -263,8 +263,10 @@ def _eval_due(config: ml_collections.ConfigDict, step: int) -> bool:
   every = config.eval.every_steps
   if not evaluates(config):
     return False
-  return (bool(every) and step % every == 0) or step in config.eval.at_steps or (
-    step == config.train.num_steps
+  return (
+    (bool(every) and step % every == 0)
+    or step in config.eval.at_steps
+    or (step == config.train.num_steps)
   )
 
 
@@ -460,6 +462,13 @@ def _finished(config: ml_collections.ConfigDict, runs: list[_Run], step: int) ->
   return step >= config.train.num_steps and not owed
 
 
+def _raise_failures(runs: list[_Run], workdir: str) -> None:
+  """Raises `ReplicasDiverged` naming the replicas of a K-run that stopped non-finite."""
+  failures = {run.replica.name: run.failure for run in runs if run.failure is not None}
+  if failures:
+    raise ReplicasDiverged(failures, workdir)
+
+
 def _already_finished(runs: list[_Run], workdir: str, state: TrainState, step: int) -> TrainState:
   """Says that the run in `workdir` is finished (writing nothing) and returns its state."""
   if jax.process_index() == 0:
@@ -467,9 +476,7 @@ def _already_finished(runs: list[_Run], workdir: str, state: TrainState, step: i
       f"Already finished at step {step} (train.num_steps={runs[0].config.train.num_steps}); "
       f"nothing to do. Results in {workdir}; raise --config.train.num_steps to train on."
     )
-  failures = {run.replica.name: run.failure for run in runs if run.failure is not None}
-  if failures:
-    raise ReplicasDiverged(failures, workdir)
+  _raise_failures(runs, workdir)
   return state
 
 
@@ -570,7 +577,5 @@ def train_and_evaluate(
       f"  pictures:    {os.path.join(where, 'pictures')}\n"
       f"  tensorboard: {os.path.join(where, 'tensorboard')}"
     )
-  failures = {run.replica.name: run.failure for run in runs if run.failure is not None}
-  if failures:
-    raise ReplicasDiverged(failures, workdir)
+  _raise_failures(runs, workdir)
   return state
