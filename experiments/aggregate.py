@@ -289,13 +289,17 @@ def read_csv(path: str) -> list[dict[str, Any]]:
   return rows
 
 
-def plot_metric(rows: Sequence[Mapping[str, Any]], metric: str, path: str) -> None:
-  """Bar plot of one metric: mean over seeds per configuration, std error bars, seed dots."""
+def plot_metric(rows: Sequence[Mapping[str, Any]], metric: str, path: str):
+  """Bar plot of one metric: mean over seeds per configuration, std error bars, seed dots.
+
+  Returns:
+    The figure written to `path` (a PNG), or None when no row has the metric.
+  """
   from matplotlib.figure import Figure
 
   summary = [s for s in summarize(rows, [metric]) if metric in s]
   if not summary:
-    return
+    return None
   colors = {"none": "tab:gray", "dst": "tab:orange", "gmg": "tab:blue", "jacobian": "tab:green"}
   figure = Figure(figsize=(max(4.0, 0.6 * len(summary) + 1.5), 4.0), layout="constrained")
   ax = figure.subplots()
@@ -316,6 +320,7 @@ def plot_metric(rows: Sequence[Mapping[str, Any]], metric: str, path: str) -> No
   ax.set_ylabel(metric)
   ax.set_title(f"{metric} (mean ± std over seeds; dots: seeds)", fontsize=9)
   figure.savefig(path, dpi=110)
+  return figure
 
 
 def curve_summary(

@@ -183,7 +183,19 @@ def test_aggregation_means_stds_csv_markdown_and_plots(tmp_path):
   assert {float(r["dci/disentanglement"]) for r in rows} == {0.1, 0.2, 0.6, 0.5, 0.7}
   table = open(os.path.join(out, "results.md")).read()
   assert "| beta_vae | no | none | - | - | - | 3 | 0.300 ± 0.265 |" in table
-  assert os.path.getsize(os.path.join(out, "dci_disentanglement.png")) > 1000
+  # The plot draws what the table says: a bar per configuration at its mean, the std as its
+  # error bar, a dot per seed.
+  figure = aggregate.plot_metric(
+    aggregate.collect(root), "dci/disentanglement", str(tmp_path / "p.png")
+  )
+  ax = figure.axes[0]
+  assert [bar.get_height() for bar in ax.patches] == pytest.approx([0.3, 0.6])
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["beta_vae", "beta_vae+gmg_cos_decoder"]
+  dots = sorted(
+    float(y) for line in ax.get_lines() if line.get_marker() == "." for y in line.get_ydata()
+  )
+  assert dots == pytest.approx([0.1, 0.2, 0.5, 0.6, 0.7])
+  assert open(os.path.join(out, "dci_disentanglement.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_single_seed_has_no_std_and_parse_name_reads_every_axis():

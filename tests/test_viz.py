@@ -212,4 +212,9 @@ def test_gw_plan_picture_uses_the_gmg_entropy_ratio():
   assert viz.plan_entropy_ratio(plan) < 1.9  # a matching, not the product coupling
   picture = viz.gw_plan_picture(plan, title="test")
   assert picture.dtype == np.uint8 and picture.shape[2] == 3 and picture.shape[0] > 200
-  assert picture.std() > 10  # not blank
+  # The picture shows the plan: a matching and the product coupling draw different pictures.
+  n = plan.shape[0]
+  identity = viz.gw_plan_picture(np.eye(n) / n, title="test").astype(float)
+  product = viz.gw_plan_picture(np.full((n, n), 1.0 / n**2), title="test").astype(float)
+  assert identity.shape == product.shape
+  assert np.abs(identity - product).mean() > 5.0
