@@ -24,6 +24,7 @@ from absl import app, flags, logging
 from ml_collections.config_flags import config_flags as config_flags_lib
 
 from gmg_jax import config as config_lib
+from gmg_jax import errors
 
 EXIT_ERROR = 2
 EXIT_DIVERGED = 3
@@ -213,19 +214,15 @@ def run(main: Callable[[list[str]], None], doc: str, module_name: str, notes: st
   def quiet_main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
       logging.set_verbosity(logging.WARNING)
-    # The errors a run reports are defined with JAX code, imported once the flags are parsed.
-    from gmg_jax import train  # noqa: PLC0415
-    from gmg_jax.data import DataFileError  # noqa: PLC0415
-
     try:
       main(argv)
-    except train.Preempted as e:
+    except errors.Preempted as e:
       print(e, file=sys.stderr)
       sys.exit(EXIT_PREEMPTED)
-    except train.Diverged as e:
+    except errors.Diverged as e:
       print(f"Diverged: {e}", file=sys.stderr)
       sys.exit(EXIT_DIVERGED)
-    except (config_lib.ConfigError, DataFileError, FileNotFoundError) as e:
+    except (errors.ConfigError, errors.DataFileError, FileNotFoundError) as e:
       print(f"Error: {e}", file=sys.stderr)
       sys.exit(EXIT_ERROR)
 

@@ -41,12 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from gmg_jax.errors import DataFileError
+
 ENV_DATA_DIR = "GMG_DATA_DIR"
 DEFAULT_DATA_DIR = os.path.join("~", "gmg_data")
-
-
-class DataFileError(ValueError):
-  """A dataset file is missing, truncated, corrupt or has the wrong layout."""
 
 
 def expect(ok: bool, where: str, expected: str) -> None:
