@@ -131,9 +131,9 @@ def run_batches(
   """
   from flax import nnx
 
-  from gmg_jax import evaluate
+  from gmg_jax import saved_runs
 
-  _, graphdef, state, dataset = evaluate.load_run(workdir)
+  _, graphdef, state, dataset = saved_runs.load_run(workdir)
   vae = nnx.merge(graphdef, state.modules)[0]
   encode = jax.jit(lambda x: vae.encode(x))
   decode = jax.jit(lambda z: jax.nn.sigmoid(vae.decode(z)))

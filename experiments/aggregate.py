@@ -462,7 +462,7 @@ def write_traversals(
   import numpy as np
   from flax import nnx
 
-  from gmg_jax import evaluate, viz
+  from gmg_jax import saved_runs, viz
 
   rows = collect(root)
   summary = [s for s in summarize(rows, [metric]) if metric in s]
@@ -473,7 +473,7 @@ def write_traversals(
       (r for r in rows if r["config"] == entry["config"] and metric in r), key=lambda r: r[metric]
     )
     workdir = next(d for _, s, d in run_dirs(root, entry["config"]) if s == best["seed"])
-    _, graphdef, state, dataset = evaluate.load_run(workdir)
+    _, graphdef, state, dataset = saved_runs.load_run(workdir)
     vae = nnx.merge(graphdef, state.modules)[0]
     images, _ = dataset.sample_batch(jax.random.key(0), 2)
     mu, _ = jax.jit(vae.encode)(images)

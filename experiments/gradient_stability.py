@@ -49,9 +49,9 @@ from gmg_jax import regularizers  # noqa: E402
 def load_model(workdir: str):
   """(vae, dataset, config) from a run's checkpoint, or a fresh cpu32 model when `workdir` is ""."""
   if workdir:
-    from gmg_jax import evaluate
+    from gmg_jax import saved_runs
 
-    config, graphdef, state, dataset = evaluate.load_run(workdir)
+    config, graphdef, state, dataset = saved_runs.load_run(workdir)
   else:
     import sweep
 

@@ -1,6 +1,6 @@
 """UDR of saved runs: unsupervised model selection across the runs (e.g. seeds) of one setting.
 
-Loads each workdir's latest checkpoint (`gmg_jax.evaluate.load_run`), encodes the same
+Loads each workdir's latest checkpoint (`gmg_jax.saved_runs.load_run`), encodes the same
 `--num_points` images (drawn from the first run's dataset with `--seed`) with every model,
 computes each model's mean KL per latent over those images and the UDR of the runs
 (`gmg_jax.metrics.udr`, disentanglement_lib's `compute_udr_sklearn`: 1000 points, lasso
@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from gmg_jax import evaluate, metrics
+from gmg_jax import metrics, saved_runs
 from gmg_jax.metrics.udr import CORRELATIONS
 from gmg_jax.writers import write_json_atomic
 
@@ -58,7 +58,7 @@ def udr_of_runs(
   filter_low_kl: bool = True,
   kl_filter_threshold: float = 0.01,
   batch_size: int = 256,
-  load_run: Callable[[str], tuple] = evaluate.load_run,
+  load_run: Callable[[str], tuple] = saved_runs.load_run,
 ) -> list[dict[str, Any]]:
   """Scores the runs in `workdirs` against each other and writes `udr.json` into each.
 

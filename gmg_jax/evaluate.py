@@ -20,94 +20,17 @@ workdir>` scores every replica that had not stopped at that step, encoding all o
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import ml_collections
 from absl import flags
-from flax import nnx
 
-from gmg_jax import checkpointing, cli, evaluation, replicas, train
-from gmg_jax import data as data_lib
+from gmg_jax import cli, evaluation, replicas, saved_runs, train
 from gmg_jax import metrics as metrics_lib
 from gmg_jax.config import ConfigError
-
-
-def _read_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f"No run in {workdir}: {path} does not exist. Pass the --workdir "
-      "of a run started with python -m gmg_jax.main."
-    )
-  with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def _replica_index(workdir: str) -> int | None:
-  """The run's index in its K-run program (the parent directory's replicas.json), or None."""
-  path = os.path.join(os.path.dirname(os.path.abspath(workdir)), "replicas.json")
-  if not os.path.exists(path):
-    return None
-  name = os.path.basename(os.path.abspath(workdir))
-  with open(path, encoding="utf-8") as f:
-    return next((r["index"] for r in json.load(f)["replicas"] if r["name"] == name), None)
-
-
-class _Run(NamedTuple):
-  """A saved run opened for scoring; `select` takes its state out of a restored checkpoint."""
-
-  config: ml_collections.ConfigDict
-  graphdef: nnx.GraphDef
-  state: Any
-  dataset: Any
-  manager: Any
-  select: Callable[[Any], Any]
-
-
-def _open_run(workdir: str) -> _Run:
-  """Config, graph definition, initial state, dataset and checkpoint manager of a saved run (of
-  its K-run program for a replica)."""
-  config = _read_config(workdir)
-  dataset = data_lib.get_dataset(config.data)
-  index = _replica_index(workdir)
-  if index is None:
-    # A single run, or a K-run program (its stacked state, scored replica by replica in main).
-    source, select = workdir, lambda state: state
-    program = replicas.expand(config) if replicas.is_multi(config) else None
-    graphdef, state = train.create_train_state(config, dataset.image_shape, program)
-  else:
-    source = os.path.dirname(os.path.abspath(workdir))
-    program = _read_config(source)
-    select = functools.partial(replicas.take, index=index)
-    graphdef, state = train.create_train_state(
-      program, dataset.image_shape, replicas.expand(program)
-    )
-  manager = checkpointing.make_manager(source, config.train)
-  if not manager.all_steps():
-    raise FileNotFoundError(
-      f"{workdir} has a config but no checkpoint under {os.path.join(source, 'checkpoints')}."
-    )
-  return _Run(config, graphdef, state, dataset, manager, select)
-
-
-def _restore(workdir: str, run: _Run, step: int | None) -> Any:
-  steps = run.manager.all_steps()
-  if step is not None and step not in steps:
-    raise ConfigError(f"{workdir} has no checkpoint at step {step}; it has {sorted(steps)}.")
-  return run.select(checkpointing.restore(run.manager, run.state, step)[0])
-
-
-def load_run(
-  workdir: str, step: int | None = None
-) -> tuple[ml_collections.ConfigDict, nnx.GraphDef, Any, Any]:
-  """Config, graph definition, restored state (at `step`, default the latest) and dataset."""
-  run = _open_run(workdir)
-  return run.config, run.graphdef, _restore(workdir, run, step), run.dataset
 
 
 def checkpoint_steps(manager: Any, which: str) -> list[int | None]:
@@ -152,7 +75,7 @@ def main(argv: list[str]) -> None:
   args = flags.FLAGS
   workdir = args.workdir
   # The run is opened once; each named checkpoint is restored into the same state structure.
-  run = _open_run(workdir)
+  run = saved_runs.open_run(workdir)
   config = _override_eval(run.config, args)
   try:  # Before any checkpoint is restored or image encoded.
     metrics_lib.check_names(config.eval.metrics, config.eval.mode, metrics_lib.suite.evaluate_flag)
@@ -166,7 +89,7 @@ def main(argv: list[str]) -> None:
   scored: dict[str, tuple[ml_collections.ConfigDict, list[dict[str, Any]]]] = {}
   for step in checkpoint_steps(run.manager, args.step):
     _say(f"Evaluating {'the latest checkpoint' if step is None else f'step {step}'} ...")
-    state = _restore(workdir, run, step)
+    state = saved_runs.restore_state(workdir, run, step)
     if program is None:
       record = evaluation.evaluate_and_write(
         config,
@@ -218,7 +141,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  # Flags are defined only when run as a program: `load_run` is importable without them.
+  # Flags are defined only when run as a program.
   _define_flags()
   cli.run(
     main,

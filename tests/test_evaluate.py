@@ -7,7 +7,7 @@ import sys
 import numpy as np
 from conftest import ROOT
 
-from gmg_jax import evaluate, evaluation, metrics, train
+from gmg_jax import evaluation, metrics, saved_runs, train
 
 
 def test_evaluate_a_saved_run_matches_scoring_its_encoder(tiny, tmp_path):
@@ -18,7 +18,7 @@ def test_evaluate_a_saved_run_matches_scoring_its_encoder(tiny, tmp_path):
   config.eval.num_test = 200
   final = train.train_and_evaluate(config, str(tmp_path))
 
-  loaded_config, graphdef, state, dataset = evaluate.load_run(str(tmp_path))
+  loaded_config, graphdef, state, dataset = saved_runs.load_run(str(tmp_path))
   assert int(state.step) == 10
   for a, b in zip(np.asarray(final.rng), np.asarray(state.rng), strict=True):
     assert a == b

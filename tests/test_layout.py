@@ -75,4 +75,5 @@ def test_the_graph_sees_known_edges():  # The AST walk finds real imports (the c
   graph = _graph()
   assert "gmg_jax.evaluation" in graph["gmg_jax.train"]
   assert "gmg_jax.gmg" in graph["gmg_jax.regularizers"]
-  assert "gmg_jax.data" in graph["gmg_jax.evaluate"]
+  assert "gmg_jax.data" in graph["gmg_jax.saved_runs"]
+  assert "gmg_jax.saved_runs" in graph["gmg_jax.evaluate"]

@@ -17,11 +17,11 @@ from flax import nnx
 from gmg_jax import (
   checkpointing,
   data,
-  evaluate,
   evaluation,
   objectives,
   regularizers,
   replicas,
+  saved_runs,
   train,
 )
 from gmg_jax.config import ConfigError
@@ -307,7 +307,7 @@ def test_host_batches_give_each_replica_its_own_stream(tiny, tmp_path):
 def test_a_replica_is_scored_from_its_programs_checkpoint(krun):
   config, workdir, state = krun
   replica = replicas.expand(config)[5]
-  own_config, _, restored, _ = evaluate.load_run(os.path.join(workdir, replica.name))
+  own_config, _, restored, _ = saved_runs.load_run(os.path.join(workdir, replica.name))
   assert own_config.seed == replica.seed and own_config.num_seeds == 1
   assert int(restored.step) == 50
   for a, b in zip(_params(restored), _params(replicas.take(state, 5)), strict=True):
