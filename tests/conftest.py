@@ -1,5 +1,6 @@
 """Shared test fixtures: a seeded `rng`, float64 on demand, tiny configs that train in seconds."""
 
+import hashlib
 import os
 import sys
 
@@ -10,6 +11,18 @@ import pytest
 from gmg_jax.config import get_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tree_digest(root: str) -> dict[str, str]:
+  """{relative path: sha256} of every file under `root` (empty if it does not exist): a workdir
+  compared before and after a command that must write nothing."""
+  digests = {}
+  for folder, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(folder, name)
+      with open(path, "rb") as f:
+        digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+  return digests
 
 
 @pytest.fixture

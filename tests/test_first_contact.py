@@ -3,7 +3,6 @@ status 2 and nothing written, settings that cannot act are refused, and the prog
 they are doing, in the syntax of the command that printed it."""
 
 import glob
-import hashlib
 import importlib.util
 import json
 import os
@@ -12,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, tiny_config, tiny_main_command
+from conftest import ROOT, tiny_config, tiny_main_command, tree_digest
 from tensorboardX.proto import event_pb2
 
 from gmg_jax import checks, train
@@ -43,17 +42,6 @@ def _run(cmd, env=None):
 
 def _evaluate(*args):
   return _run([sys.executable, "-m", "gmg_jax.evaluate", *args])
-
-
-def _tree_digest(root):
-  """{relative path: sha256} of every file under `root`."""
-  digests = {}
-  for folder, _, names in os.walk(root):
-    for name in names:
-      path = os.path.join(folder, name)
-      with open(path, "rb") as f:
-        digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-  return digests
 
 
 def _tensorboard_steps(logdir, kind="simple_value"):
@@ -88,7 +76,7 @@ def run(tmp_path_factory):
   cmd = tiny_main_command(workdir, *_RUN_FLAGS, variant="gmg_cos_decoder")
   first = _run(cmd)
   assert first.returncode == 0, first.stderr[-3000:]
-  before = _tree_digest(workdir)
+  before = tree_digest(workdir)
   again = _run(cmd)
   return {"workdir": str(workdir), "first": first, "again": again, "before": before}
 
@@ -251,7 +239,7 @@ def test_evaluate_errors_speak_evaluates_syntax(run):
 def test_evaluate_all_steps_is_one_json_document_and_tensorboard_stays_in_order(run):
   # 7. first: a second run of a finished command says so and writes nothing.
   assert "Already finished at step 20" in run["again"].stdout, run["again"].stdout
-  assert run["again"].returncode == 0 and _tree_digest(run["workdir"]) == run["before"]
+  assert run["again"].returncode == 0 and tree_digest(run["workdir"]) == run["before"]
   result = _evaluate(f"--workdir={run['workdir']}", "--step=all", "--metrics=mig")
   assert result.returncode == 0, result.stderr[-3000:]
   records = json.loads(result.stdout)

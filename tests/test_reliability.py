@@ -1,6 +1,5 @@
 """A failed run never damages its workdir; every bad input is refused before any work."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -9,22 +8,11 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_main_command
+from conftest import ROOT, tiny_main_command, tree_digest
 
 from gmg_jax import checkpointing, checks, data, evaluation, objectives, train
 from gmg_jax.config import ConfigError
 from gmg_jax.writers import MetricWriter, finite_json, read_jsonl, write_json_atomic
-
-
-def _tree_digest(root):
-  """{relative path: sha256} of every file under `root` (empty if it does not exist)."""
-  digests = {}
-  for folder, _, files in os.walk(root):
-    for name in files:
-      path = os.path.join(folder, name)
-      with open(path, "rb") as f:
-        digests[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-  return digests
 
 
 @pytest.mark.parametrize(
@@ -107,7 +95,7 @@ def test_failed_forced_resume_leaves_the_workdir_byte_for_byte(tiny, tmp_path):
   config = tiny()
   config.train.num_steps = 2
   train.train_and_evaluate(config, str(tmp_path))
-  before = _tree_digest(tmp_path)
+  before = tree_digest(tmp_path)
   changed = tiny()
   changed.train.num_steps = 2
   changed.model.latent_dim = 3
@@ -116,7 +104,7 @@ def test_failed_forced_resume_leaves_the_workdir_byte_for_byte(tiny, tmp_path):
     ConfigError, match=r"step 2 .*does not fit.*stored \(4,\), this config \(3,\)"
   ):
     train.train_and_evaluate(changed, str(tmp_path))
-  assert _tree_digest(tmp_path) == before
+  assert tree_digest(tmp_path) == before
   config.train.num_steps = 4  # The original command still resumes.
   assert int(train.train_and_evaluate(config, str(tmp_path)).step) == 4
 
