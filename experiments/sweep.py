@@ -42,7 +42,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,11 +173,16 @@ def is_done(root: str, runs_dir: str | None, run: Run, num_steps: int) -> bool:
   return finished_dir(root, run, num_steps) is not None
 
 
-def record_finished(config_file: str, runs: Sequence[Run], root: str, runs_dir: str) -> list[str]:
-  """Writes the record of every run finished in a workdir under `root` and not yet recorded."""
+def steps_of(config_file: str, runs: Sequence[Run]) -> dict[Run, int]:
+  """{run: its train.num_steps}, each run's config resolved once."""
+  return {run: load_config(config_file, run).train.num_steps for run in runs}
+
+
+def record_finished(steps: Mapping[Run, int], root: str, runs_dir: str) -> list[str]:
+  """Writes the record of every run of `steps` ({run: num_steps}, `steps_of`) that finished in a
+  workdir under `root` and is not yet recorded."""
   written = []
-  for run in runs:
-    num_steps = load_config(config_file, run).train.num_steps
+  for run, num_steps in steps.items():
     if records.is_finished(runs_dir, run.name, run.seed, num_steps):
       continue
     where = finished_dir(root, run, num_steps)
@@ -249,10 +254,11 @@ def run_all(
   """
   statuses = []
   todo = []
+  steps = steps_of(config_file, runs)
   if runs_dir:  # Runs that finished in a workdir before their record could be written.
-    record_finished(config_file, runs, root, runs_dir)
+    record_finished(steps, root, runs_dir)
   for run in runs:
-    if is_done(root, runs_dir, run, load_config(config_file, run).train.num_steps):
+    if is_done(root, runs_dir, run, steps[run]):
       print(f"{run.name} seed {run.seed}: finished, skipped", flush=True)
       statuses.append((run, "skipped"))
     else:
@@ -260,7 +266,7 @@ def run_all(
   planned = programs(todo, max_replicas)
   for index, program in enumerate(planned):
     workdir = program.workdir(root)
-    num_steps = load_config(config_file, program.first).train.num_steps
+    num_steps = steps[program.first]
     seeds = [run.seed for run in program.runs]
     prefix = f"[{index + 1}/{len(planned)}] {program.first.name} seeds {seeds}"
     os.makedirs(workdir, exist_ok=True)
@@ -443,14 +449,14 @@ def write_results(
   exploratory comparisons of a study without a primary family use the arms that have runs.
   """
   spec = studies.STUDIES.get(study)
-  planned = study_runs(spec) if spec is not None else []
+  planned = steps_of(config_file, study_runs(spec)) if spec is not None else {}
   if planned:
-    record_finished(config_file, planned, root, os.path.join(out, "runs"))
+    record_finished(planned, root, os.path.join(out, "runs"))
   rows, curves, source = _rows(root, out)
   if source in ("records", "workdirs"):
     aggregate.write_results(root, out, rows=rows, curves=curves)
   if spec is not None and rows:
-    _write_comparisons(rows, out, spec, planned, config_file)
+    _write_comparisons(rows, out, spec, planned)
   if traversals:
     aggregate.write_traversals(root, out, traversals)
 
@@ -459,14 +465,11 @@ def _write_comparisons(
   rows: list[dict[str, Any]],
   out: str,
   spec: studies.Study,
-  planned: Sequence[Run],
-  config_file: str,
+  planned: Mapping[Run, int],
 ) -> None:
   step_of = {(row["config"], int(row["seed"])): int(row["step"]) for row in rows}
   missing = [
-    run
-    for run in planned
-    if step_of.get((run.name, run.seed), -1) < load_config(config_file, run).train.num_steps
+    run for run, num_steps in planned.items() if step_of.get((run.name, run.seed), -1) < num_steps
   ]
   if spec.primary and missing:
     print(

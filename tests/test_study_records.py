@@ -63,7 +63,8 @@ def test_records_let_a_fresh_machine_skip_the_committed_runs(tmp_path, monkeypat
   runs = sweep.study_runs(_study())
   for run in runs:
     _fake_workdir(root, run.name, run.seed, _values(run.seed, run.name))
-  written = sweep.record_finished("configs/default.py", runs, root, os.path.join(out, "runs"))
+  steps = sweep.steps_of("configs/default.py", runs)
+  written = sweep.record_finished(steps, root, os.path.join(out, "runs"))
   assert len(written) == 6
   saved = records.read(os.path.join(out, "runs"))
   first = saved[0]
@@ -76,7 +77,7 @@ def test_records_let_a_fresh_machine_skip_the_committed_runs(tmp_path, monkeypat
   assert first["train"]["train/regularizer/gmg_entropic"] == 3.0  # The mean over the logs.
   assert "sources" not in first["metrics"]
   # A second pass writes nothing new; a fresh machine has no workdirs, only the records.
-  assert sweep.record_finished("configs/default.py", runs, root, os.path.join(out, "runs")) == []
+  assert sweep.record_finished(steps, root, os.path.join(out, "runs")) == []
   shutil.rmtree(root)
 
   def no_training(*args, **kwargs):
