@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import paired
 
+from gmg_jax import config as config_lib
 from gmg_jax.atomic import atomic_write
 
 # Columns of results.md and the plots, in this order, when present.
@@ -67,9 +68,6 @@ TRAIN_COLUMNS = (
 PLOT_METRICS = paired.PLOT_METRICS
 # Panels of the learning curves (`plot_curves`).
 CURVE_METRICS = ("dci/disentanglement", "dci/informativeness_test", "mig/discrete_mig")
-_REGULARIZER = re.compile(
-  r"^(dst|gmg)_(l2|scl2|cos)_(encoder|decoder)$|^(jacobian)_(encoder|decoder)$"
-)
 
 
 _AXES = ("objective", "hfs", "regularizer", "cost", "placement", "values")
@@ -96,11 +94,10 @@ def parse_name(name: str) -> dict[str, str]:
     "values": ",".join(t for t in tokens if "=" in t) or "-",
   }
   for token in tokens[1:]:
-    match = _REGULARIZER.match(token)
-    if match and match.group(1):
-      axes.update(regularizer=match.group(1), cost=match.group(2), placement=match.group(3))
-    elif match:
-      axes.update(regularizer=match.group(4), placement=match.group(5))
+    variant = config_lib.regularizer_variant(token)  # The config's variant grammar.
+    if variant is not None:
+      regularizer, cost, placement = variant
+      axes.update(regularizer=regularizer, cost=cost or "-", placement=placement)
   return axes
 
 

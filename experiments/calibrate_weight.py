@@ -5,10 +5,10 @@ ratio depends on the cost, the placement, the images and the objective (GMG's gr
 DST's with the L2 cost and 0.1-0.3x with Cos). This trains the weights of a grid as one K-run
 program (`--config.vary=regularizer.weight=...`, crossed with `--seeds` seeds) for a few hundred
 steps, reads each replica's `train_summary.json` (the median over its logged steps of
-`grad/regularizer_share` = |w g_reg| / (|w g_reg| + |g_rest|), `gmg_jax.objectives`) and prints,
-per weight, the median over seeds of the share, the regularizer's gradient over the distortion's
-and their cosine. The suggested weight scales the grid point nearest the target by the odds
-ratio: at fixed gradients the share's odds s / (1 - s) are proportional to the weight.
+`grad/regularizer_share` = |w g_reg| / (|w g_reg| + |g_rest|), gmg_jax.losses.diagnostics) and
+prints, per weight, the median over seeds of the share, the regularizer's gradient over the
+distortion's and their cosine. The suggested weight scales the grid point nearest the target by
+the odds ratio: at fixed gradients the share's odds s / (1 - s) are proportional to the weight.
 
   python experiments/calibrate_weight.py --config=configs/default.py:beta_vae,gmg_l2_encoder \\
       --setting=cpu32 --weights=1e-4,1e-3,1e-2,1e-1 --workdir=/tmp/calibrate/gmg_l2_encoder

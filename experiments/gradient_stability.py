@@ -7,7 +7,7 @@ The paper reports that GMG's gradients are more stable than the distortion's (DS
 decoder (from `--workdir`'s latest checkpoint, or freshly initialized in the cpu32 setting of
 experiments/sweep.py) and `--batches` batches (codes sampled from the encoder's posterior of
 procedural images), this computes the gradient g_b of the regularizer (as the trainer applies it:
-on the decoder's sigmoid outputs, gmg_jax.regularizers) w.r.t. the decoder's parameters, and
+on the decoder's sigmoid outputs, gmg_jax.losses.regularizers) w.r.t. the decoder's parameters, and
 reports per (regularizer, cost):
 
 * |g|: mean gradient norm over batches;
@@ -19,7 +19,8 @@ reports per (regularizer, cost):
 * identity_won (GMG): fraction of batches where the solver found no plan better than the map's
   own coupling; there the certified gap and its gradient are exactly 0 (gmg_jax.gmg).
 
-Regularizers, all as the trainer applies them (gmg_jax.regularizers): "dst"; "gmg_entropic", GMG
+Regularizers, all as the trainer applies them (gmg_jax.losses.regularizers): "dst";
+"gmg_entropic", GMG
 with `estimator="entropic"` (the default), DST - (E(P_eps) + eps KL), the smooth entropic gap whose
 exact gradient gmg_jax.gmg's envelope gradient is (nonzero even when identity_won); and
 "gmg_certified", GMG with `estimator="certified"` (0 whenever identity_won). So the stability of
@@ -43,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from flax import nnx  # noqa: E402
 
-from gmg_jax import regularizers  # noqa: E402
+from gmg_jax.losses import regularizers  # noqa: E402
 
 
 def load_model(workdir: str):

@@ -136,12 +136,12 @@ def programs(runs: Sequence[Run], max_replicas: int) -> list[Program]:
   order).
 
   Runs that differ only in their seed and in overrides on an axis of fields a K-run may vary
-  (`replicas.VARIABLE_FIELDS`) share a program when their values form a full grid crossed with
+  (`replicas.variable_fields()`) share a program when their values form a full grid crossed with
   one set of seeds; otherwise each configuration's seeds form programs of their own.
   """
   groups: dict[tuple, list[Run]] = {}
   for run in runs:
-    varying = {f for f in run.axes if f in replicas.VARIABLE_FIELDS}
+    varying = {f for f in run.axes if f in replicas.variable_fields()}
     fixed = tuple(o for o in run.overrides if _field(o) not in varying)
     groups.setdefault((run.variant, fixed, tuple(sorted(varying))), []).append(run)
   found = []

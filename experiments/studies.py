@@ -10,7 +10,7 @@ are skipped) and one writes its tables, including the paired comparisons it decl
 `experiments/sweep.py` names each configuration by its variant plus the overrides that take more
 than one value among the study's runs of that variant (e.g. `beta_vae+gmg_cos_decoder+weight=100`),
 and trains the runs that differ only in their seed and in scalars a K-run may vary
-(`gmg_jax.replicas.VARIABLE_FIELDS`) as one program (`--config.vary`, `--config.num_seeds`).
+(`gmg_jax.replicas.variable_fields()`) as one program (`--config.vary`, `--config.num_seeds`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
+
+from gmg_jax import config as config_lib
 
 # The small CPU setting of the studies: 32x32 images, the MLP VAE, Adam 1e-3, 1,000 steps, one
 # evaluation at the end with the fast DCI and MIG on 2,000 / 1,000 points. On a quiet 2-core CPU
@@ -64,9 +66,9 @@ CONFIRM_CONTROL_SEEDS = range(100, 110)
 OBJECTIVES = ("beta_vae", "beta_tcvae")  # The paper's grid.
 # Also selectable: the encoder-only objective (its regularizers go on the encoder only).
 ALL_OBJECTIVES = (*OBJECTIVES, "decoder_free")
-REGULARIZERS = ("dst", "gmg")
-COSTS = ("l2", "scl2", "cos")
-PLACEMENTS = ("encoder", "decoder")
+REGULARIZERS = tuple(sorted(config_lib.COSTED_REGULARIZERS))  # The variant grammar is the config's.
+COSTS = config_lib.COSTS
+PLACEMENTS = config_lib.PLACEMENTS
 
 
 def grid_variants(

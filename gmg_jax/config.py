@@ -22,6 +22,8 @@ import difflib
 
 import ml_collections
 
+from gmg_jax.losses import registry
+
 
 class ConfigError(ValueError):
   """A config that cannot run, or a workdir holding another run; the message names the fix."""
@@ -80,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.objective.prior_matching = "kl"  # decoder_free prior term: "kl" or "sinkhorn".
 
   config.regularizer = ml_collections.ConfigDict()
-  config.regularizer.name = "none"  # "none", "gmg", "dst" or "jacobian".
+  config.regularizer.name = "none"  # "none", "gmg", "dst", "jacobian" or one you register.
   config.regularizer.on = "decoder"  # Map it regularizes: "decoder" (codes -> images) or "encoder".
   # lambda: loss += weight * regularizer; the gmg_* / dst_* variants set it per cost and
   # placement (REGULARIZER_WEIGHTS below).
@@ -90,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # device count); "local" = one per device sub-batch of batch_size / devices, averaged (cheaper).
   config.regularizer.scope = "global"
   # Each regularizer's own hyperparameters, passed to it as keyword arguments
-  # (`gmg_jax.regularizers.make_regularizer`); only the group of `name` is used.
+  # (`gmg_jax.losses.regularizers.make_regularizer`); only the group of `name` is used.
   config.regularizer.gmg = ml_collections.ConfigDict()
   config.regularizer.gmg.cost = "cosine"  # "sqeuclidean", "scaled_sqeuclidean" or "cosine".
   # epsilon = epsilon_0 * stat(C_X) * stat(C_Y). 0.03 with the product start (below), picked
@@ -99,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # I/n, where the trained gradient is exactly 0.
   config.regularizer.gmg.epsilon_0 = 0.03
   # Value trained: "entropic" (paper: DST - GW_eps) or "certified" (>= 0, often 0 on trained
-  # decoders; see gmg_jax.regularizers.gmg). Both are logged.
+  # decoders; see gmg_jax.losses.regularizers.gmg). Both are logged.
   config.regularizer.gmg.estimator = "entropic"
   config.regularizer.gmg.epsilon_stat = "mean"  # Stat of the epsilon rule: "mean", "max", "std".
   config.regularizer.gmg.init = "product"  # Start GW at "product", "identity" or "both" (best).
@@ -153,6 +155,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.logging.wandb_entity = ""  # W&B user or team; "" = W&B's default.
   config.logging.wandb_mode = ""  # "online", "offline" or "disabled"; "" = $WANDB_MODE or online.
 
+  # The hyperparameter groups of the objectives and regularizers registered so far outside this
+  # file (a user's, imported by their config file), with their registered defaults.
+  registry.add_groups(config)
   return apply_variants(config, arg)
 
 
@@ -291,16 +296,32 @@ def _tiny(config):
   config.eval.every_steps = 0
 
 
+# The regularizer variants' grammar, the one the studies and their tables read:
+# {gmg,dst}_{cost}_{placement} and jacobian_{placement}.
+COSTED_REGULARIZERS = ("gmg", "dst")
+COSTS = tuple(_COSTS)
+PLACEMENTS = ("encoder", "decoder")
+_REGULARIZER_VARIANTS = {
+  **{
+    f"{reg}_{cost}_{on}": (reg, cost, on)
+    for reg in COSTED_REGULARIZERS
+    for cost in COSTS
+    for on in PLACEMENTS
+  },
+  **{f"jacobian_{on}": ("jacobian", None, on) for on in PLACEMENTS},
+}
+
+
+def regularizer_variant(token: str) -> tuple[str, str | None, str] | None:
+  """(regularizer, cost token or None, placement) of a regularizer variant token, e.g.
+  "gmg_cos_decoder" -> ("gmg", "cos", "decoder"); None for any other token."""
+  return _REGULARIZER_VARIANTS.get(token)
+
+
 VARIANTS = {
   **{name: _objective(name) for name in _OBJECTIVES},
   "hfs": _hfs,
-  **{
-    f"{reg}_{cost}_{on}": _regularizer(reg, cost, on)
-    for reg in ("gmg", "dst")
-    for cost in _COSTS
-    for on in ("encoder", "decoder")
-  },
-  **{f"jacobian_{on}": _regularizer("jacobian", None, on) for on in ("encoder", "decoder")},
+  **{token: _regularizer(*parts) for token, parts in _REGULARIZER_VARIANTS.items()},
   "runlocal": _runlocal,
   "tiny": _tiny,
 }

@@ -24,9 +24,11 @@ import tqdm
 from flax import nnx
 from jax.sharding import Mesh
 
-from gmg_jax import gmg as gmg_lib
-from gmg_jax import gw, loss_terms, objectives, replicas, sharding, train_step, viz
 from gmg_jax import metrics as metrics_lib
+from gmg_jax import replicas, sharding, train_step, viz
+from gmg_jax.losses import registry
+from gmg_jax.losses.objectives import sample_codes
+from gmg_jax.losses.terms import gaussian_kl
 from gmg_jax.models import to_float
 from gmg_jax.writers import MetricWriter, read_jsonl, rewrite_tensorboard, write_json_atomic
 
@@ -35,32 +37,13 @@ _NUM_PICTURE_IMAGES = 8
 _NUM_POSTERIOR_IMAGES = 512
 _NUM_TRAVERSAL_VALUES = 9
 _NUM_GIF_CODES = 4
-# The fields of the regularizer's GMG config that pick the solve (`gmg.entropic_gw_plan`).
-_GW_SOLVER_FIELDS = ("init", "solver", *gw.Budget._fields)
 # Images one call of a K-run's encoder takes, all replicas together (256 a replica up to 16).
 _REPLICA_ENCODE_IMAGES = 4096
 
 
 def _per_dim_kl(mu: jax.Array, logvar: jax.Array) -> np.ndarray:
   """[D] batch mean of KL(q(z_d|x) || N(0, 1)) per dim (the objective's KL, one dim at a time)."""
-  return np.asarray(jax.vmap(loss_terms.gaussian_kl, in_axes=1)(mu[..., None], logvar[..., None]))
-
-
-@functools.partial(jax.jit, static_argnames=("cost", "epsilon_stat", "solver"))
-def _gw_plan(
-  x: jax.Array,
-  y: jax.Array,
-  epsilon_0: float,
-  *,
-  cost: str,
-  epsilon_stat: str,
-  solver: tuple[tuple[str, Any], ...],
-) -> tuple[jax.Array, jax.Array]:
-  """The plan `gmg.gromov_monge_gap(x, y, ...)` solves for (same costs, epsilon rule, solver)."""
-  cost_xx, cost_yy = gmg_lib.cost_matrix(x, cost), gmg_lib.cost_matrix(y, cost)
-  epsilon = gmg_lib.scaled_epsilon(cost_xx, cost_yy, epsilon_0, epsilon_stat)
-  plan, converged, _, _ = gmg_lib.entropic_gw_plan(cost_xx, cost_yy, epsilon, **dict(solver))
-  return plan, converged
+  return np.asarray(jax.vmap(gaussian_kl, in_axes=1)(mu[..., None], logvar[..., None]))
 
 
 @functools.lru_cache(maxsize=16)
@@ -76,7 +59,7 @@ def _model_fns(graphdef: nnx.GraphDef) -> dict[str, Any]:
     "encode": jax.jit(lambda modules, x: vae(modules).encode(x)),
     "decode": jax.jit(lambda modules, z: vae(modules).decode(z)),
     "decode_mean": jax.jit(lambda modules, z: jax.nn.sigmoid(vae(modules).decode(z))),
-    "sample_codes": jax.jit(lambda modules, x, key: objectives.sample_codes(vae(modules), x, key)),
+    "sample_codes": jax.jit(lambda modules, x, key: sample_codes(vae(modules), x, key)),
   }
 
 
@@ -101,19 +84,25 @@ def _eval_key(config: ml_collections.ConfigDict, step: int) -> jax.Array:
   return jax.random.fold_in(jax.random.key(config.seed), step)
 
 
-def _gw_plan_picture(
+def _regularizer_picture(
   config: ml_collections.ConfigDict,
   fns: dict[str, Any],
   modules: Any,
   images: Any,
   mu: jax.Array,
   key: jax.Array,
-) -> np.ndarray:
-  """The GW plan of the regularized map on one batch, as the regularizer sees it in training.
+) -> tuple[str, np.ndarray] | None:
+  """(name, picture) of the regularizer's picture (`RegularizerSpec.picture`; GMG: "gw_plan")
+  of one training batch of the map it regularizes, as it sees the batch in training; None when
+  it has none.
 
   Decoder: codes sampled from q(z|x) -> the decoder's image (`regularizer.target`); encoder:
   images -> encoder means.
   """
+  # A regularizer registered by a module the scoring program did not import has no picture.
+  spec = registry.regularizer_specs().get(config.regularizer.name)
+  if spec is None or spec.picture is None:
+    return None
   reg = config.regularizer
   n = min(int(config.train.batch_size), len(mu))
   if reg.on == "encoder":
@@ -122,20 +111,8 @@ def _gw_plan_picture(
     x = fns["sample_codes"](modules, images[:n], key)
     logits = fns["decode"](modules, x)
     y = jax.nn.sigmoid(logits) if reg.target == "mean" else logits
-  gmg_config = reg.gmg
-  solver = tuple((f, gmg_config[f]) for f in _GW_SOLVER_FIELDS if f in gmg_config)
-  plan, converged = _gw_plan(
-    x,
-    y,
-    float(gmg_config.epsilon_0),
-    cost=gmg_config.cost,
-    epsilon_stat=gmg_config.epsilon_stat,
-    solver=solver,
-  )
-  title = f"GW plan of the {reg.on}, {gmg_config.cost}, n={n}, epsilon_0={gmg_config.epsilon_0:g}"
-  if not bool(converged):
-    title += " (not converged)"
-  return viz.gw_plan_picture(np.asarray(plan), title=title)
+  name, matrix, title = spec.picture(x, y, config.regularizer[spec.name])
+  return name, viz.gw_plan_picture(matrix, title=f"{title} ({reg.on})")
 
 
 def _write_pictures(
@@ -172,10 +149,11 @@ def _write_pictures(
     pictures["reconstructions"] = viz.reconstruction_grid(
       images[:_NUM_PICTURE_IMAGES], decode_mean(mu[:_NUM_PICTURE_IMAGES])
     )
-  if config.regularizer.name == "gmg":
-    pictures["gw_plan"] = _gw_plan_picture(
-      config, fns, modules, images, mu, jax.random.fold_in(key, 1)
-    )
+  regularizer_picture = _regularizer_picture(
+    config, fns, modules, images, mu, jax.random.fold_in(key, 1)
+  )
+  if regularizer_picture is not None:
+    pictures.update([regularizer_picture])
   for name, picture in pictures.items():
     viz.save_png(os.path.join(pictures_dir, f"{name}_{step:08d}.png"), picture)
   return pictures

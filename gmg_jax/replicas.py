@@ -7,8 +7,9 @@ Two config fields name the replicas (gmg_jax/config.py):
 
 The replicas are every combination of the varied values crossed with the seeds (seeds vary
 fastest), in the order written. Only scalars that change no shape and no Python branch can
-vary (`VARIABLE_FIELDS`); inside the step they are traced arrays, so one compilation serves
-every replica. Replica (seed s, values v) is exactly the single run whose config is its
+vary (`variable_fields()`: the learning rate, the regularizer weight and what each registered
+loss declares); inside the step they are traced arrays, so one compilation serves every
+replica. Replica (seed s, values v) is exactly the single run whose config is its
 `Replica.config` (`--config.seed=s` and those values): same initialization, same data stream,
 same random draws.
 
@@ -30,21 +31,13 @@ import jax
 import ml_collections
 import numpy as np
 
-# Scalars a K-run may vary: each is used only arithmetically by the step (no shape, no branch).
-VARIABLE_FIELDS = (
-  "optim.learning_rate",
-  "objective.beta",
-  "objective.gamma",
-  "objective.c_max",
-  "objective.gamma_annealed",
-  "objective.lambda_od",
-  "objective.lambda_d_factor",
-  "objective.tcvae_alpha",
-  "objective.tcvae_beta",
-  "objective.tcvae_gamma",
-  "regularizer.weight",
-  "regularizer.gmg.epsilon_0",
-)
+from gmg_jax.losses import registry
+
+
+def variable_fields() -> tuple[str, ...]:
+  """Scalars a K-run may vary: each is used only arithmetically by the step (no shape, no
+  branch); the losses' own are declared by their specs (`gmg_jax.losses.registry`)."""
+  return registry.variable_fields()
 
 
 class Replica(NamedTuple):
@@ -84,10 +77,10 @@ def parse_vary(spec: str) -> dict[str, tuple[float, ...]]:
       raise ValueError(f"vary: {part!r} is not FIELD=V1,V2,... (e.g. 'regularizer.weight=1,10').")
     if field == "seed":
       raise ValueError("vary: seeds are set by --config.num_seeds=K (seeds seed..seed+K-1).")
-    if field not in VARIABLE_FIELDS:
+    if field not in variable_fields():
       raise ValueError(
         f"vary: {field!r} cannot vary inside one program; fields that can: "
-        f"{', '.join(VARIABLE_FIELDS)}. Fields that change shapes or branches need separate runs "
+        f"{', '.join(variable_fields())}. Fields that change shapes or branches need separate runs "
         "(experiments/sweep.py)."
       )
     if field in varied:
@@ -112,9 +105,12 @@ def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
 
 
 def value_token(field: str, value: float | str) -> str:
-  """ "LEAF=VALUE" of a field's value in names: its last component (unique among
-  VARIABLE_FIELDS) and a number formatted with "g" (e.g. "weight=300")."""
-  return f"{field.rsplit('.', 1)[-1]}={value if isinstance(value, str) else format(value, 'g')}"
+  """ "LEAF=VALUE" of a field's value in names: its last component (the whole dotted field when
+  another variable field ends the same) and a number formatted with "g" (e.g. "weight=300")."""
+  leaf = field.rsplit(".", 1)[-1]
+  if sum(f.rsplit(".", 1)[-1] == leaf for f in variable_fields()) > 1:
+    leaf = field
+  return f"{leaf}={value if isinstance(value, str) else format(value, 'g')}"
 
 
 def replica_name(seed: int, values: dict[str, float]) -> str:

@@ -1,4 +1,4 @@
-"""Data parallelism over every device of every host: mesh, shardings, host batches, GMG scope.
+"""Data parallelism over every device of every host: mesh, shardings, host batches.
 
 One program runs on all devices (SPMD under `jax.jit`, no pmap):
 
@@ -13,11 +13,8 @@ One program runs on all devices (SPMD under `jax.jit`, no pmap):
   count (a run may resume on a different number of devices and see the same data).
 * Host datasets: every process draws the step's batch with the same key and feeds only its own
   rows to its devices (`host_to_global`, built on `jax.make_array_from_process_local_data`).
-* `scoped_regularizer`: "global" solves one GW problem on the whole global batch (the partitioner
-  gathers what the solver needs; equal to the single-device step); "local" solves one problem per
-  device sub-batch (the batch reshaped to [devices, B / devices, ...], the regularizer vmapped
-  over the first axis, which stays on the data axis) and averages the values: no gather of the
-  batch, smaller problems, a different objective when there are several devices.
+* `device_rows(mesh)`: a batch's rows split into [devices, B / devices, ...], one block per device
+  and staying there (a regularizer's "local" scope, `gmg_jax.losses.maps`).
 
 * Evaluation (`sharded_map`): every process holds the same host batch of images; each device
   encodes its rows and the codes are all-gathered, so every process gets all codes and runs the
@@ -33,12 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
-
-from gmg_jax import regularizers
-from gmg_jax.registry import lookup
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -190,49 +183,14 @@ def sharded_map(fn: Callable[[Any, jax.Array], jax.Array], mesh: Mesh) -> Callab
   return call
 
 
-def _local_scope(regularizer_fn: regularizers.Regularizer, mesh: Mesh) -> regularizers.Regularizer:
+def device_rows(mesh: Mesh) -> Callable[[jax.Array], jax.Array]:
+  """`a [B, ...] -> [devices, B / devices, ...]`: row block i is device i's rows under
+  `batch_sharding(mesh)`, constrained to stay there (no data moves)."""
   num_shards = mesh.shape[DATA_AXIS]
   shards_layout = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
   def split(a: jax.Array) -> jax.Array:
-    # Rows [i * b, (i + 1) * b) are device i's rows under `batch_sharding`: no data moves.
     a = a.reshape(num_shards, a.shape[0] // num_shards, *a.shape[1:])
     return jax.lax.with_sharding_constraint(a, shards_layout)
 
-  def local(map_fn, x, y, key):
-    # vmap over the shard axis rather than jax.shard_map: the regularizer's map (the decoder
-    # for the Jacobian penalty) closes over the parameters, and reverse-mode through a scan
-    # of that closure inside shard_map fails in jax 0.10 (mesh mismatch on the transpose).
-    # Independent draws per shard (the Jacobian's directions); GMG and DST ignore the key.
-    shard_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_shards))
-    values, aux = jax.vmap(lambda xs, ys, k: regularizer_fn(map_fn, xs, ys, k))(
-      split(x), split(y), shard_keys
-    )
-    return jnp.mean(values), jax.tree.map(jnp.mean, aux)
-
-  return local
-
-
-SCOPES: dict[str, Callable[[regularizers.Regularizer, Mesh], regularizers.Regularizer]] = {
-  # The partitioner gathers what the solver needs; the value is the single-device one.
-  "global": lambda regularizer_fn, mesh: regularizer_fn,
-  "local": _local_scope,
-}
-
-
-def scoped_regularizer(
-  regularizer_fn: regularizers.Regularizer | None, scope: str, mesh: Mesh
-) -> regularizers.Regularizer | None:
-  """The regularizer applied to the whole global batch or per device sub-batch.
-
-  Args:
-    regularizer_fn: `regularizers.make_regularizer(config.regularizer)` (None: no regularizer).
-    scope: "global" (one problem on the global batch of B points) or "local" (one problem per
-      device on its B / num_data_shards points; values and diagnostics averaged over devices).
-    mesh: the step's mesh.
-
-  Returns:
-    A regularizer with the same signature, `(map_fn, x, y, key) -> (value, aux)`.
-  """
-  scoped = lookup(SCOPES, scope, "regularizer.scope")
-  return None if regularizer_fn is None else scoped(regularizer_fn, mesh)
+  return split

@@ -30,14 +30,14 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from gmg_jax import checkpointing, checks, evaluation, objectives, sharding
+from gmg_jax import checkpointing, checks, evaluation, losses, sharding
 from gmg_jax import config as config_lib
 from gmg_jax import data as data_lib
 from gmg_jax import metrics as metrics_lib
 from gmg_jax import replicas as replicas_lib
 from gmg_jax.config import ConfigError
 from gmg_jax.errors import Diverged, Preempted, ReplicasDiverged
-from gmg_jax.objectives import gradient_summary
+from gmg_jax.losses.diagnostics import NEGLIGIBLE_SHARE, gradient_summary
 from gmg_jax.train_step import (  # noqa: F401 (the step's API, re-exported for callers of train)
   TrainState,
   create_train_state,
@@ -384,8 +384,9 @@ def _summarize(run: _Run) -> None:
   who = "" if run.replica is None else f"{run.replica.name}: "
   print(
     f"{who}Regularizer gradient: median {share:.3g} of the loss's gradient w.r.t. the "
-    f"regularized outputs, {ratio:.3g} x the distortion's"
-    + (f" (NEGLIGIBLE: below {objectives.NEGLIGIBLE_SHARE})." if summary["negligible"] else ".")
+    "regularized outputs"
+    + ("" if ratio is None else f", {ratio:.3g} x the distortion's")
+    + (f" (NEGLIGIBLE: below {NEGLIGIBLE_SHARE})." if summary["negligible"] else ".")
   )
 
 
@@ -481,7 +482,8 @@ def train_and_evaluate(
   if lead:  # Which setting a variant's weight was calibrated for, then a phase of seconds.
     status = [config_lib.calibration_note(config), "Building the model ..."]
     print(*filter(None, status), sep="\n", flush=True)
-  graphdef, state = create_train_state(config, dataset.image_shape, replicas)
+  built = losses.build(config)  # The run's objective and regularizer, resolved once.
+  graphdef, state = create_train_state(config, dataset.image_shape, replicas, built)
   # Restoring into a replicated state makes Orbax read it replicated on every process.
   state = sharding.replicate(state, mesh)
   checkpointing.check_config(workdir, config)
@@ -497,7 +499,14 @@ def train_and_evaluate(
     if replicas is not None:
       example.append(sharding.replicate(jnp.ones(len(replicas), bool), mesh))
     step_fn = _compile_step(
-      make_train_step(graphdef, config, mesh, host_batches=not dataset.jittable, replicas=replicas),
+      make_train_step(
+        graphdef,
+        config,
+        mesh,
+        host_batches=not dataset.jittable,
+        replicas=replicas,
+        losses=built,
+      ),
       *example,
     )
     # Only now, with the state restored (or fresh) and the step built, is the workdir claimed.

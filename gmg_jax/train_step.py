@@ -1,7 +1,8 @@
 """The train state and the pure train step: one compiled program per step.
 
-The step draws the batch (on the device for jittable datasets), computes the objective with its
-regularizer, updates the VAE (and the FactorVAE critic), and keeps the previous state if anything
+The step draws the batch (on the device for jittable datasets), computes the loss that
+`gmg_jax.losses.build(config)` resolved, updates the VAE (and the objective's critic, if it has
+one), and keeps the previous state if anything
 came out non-finite. Every random draw is a function of (seed, step), so a run resumed from a
 checkpoint replays exactly what an uninterrupted run does. `make_train_step(..., replicas=...)`
 vmaps the same step over K stacked runs (`gmg_jax.replicas`). The loop that owns I/O is
@@ -23,8 +24,10 @@ from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding
 
 from gmg_jax import data as data_lib
-from gmg_jax import models, objectives, regularizers, sharding
+from gmg_jax import models, sharding
 from gmg_jax import replicas as replicas_lib
+from gmg_jax.losses import loss as loss_lib
+from gmg_jax.losses.objectives import sample_codes
 
 
 class TrainState(struct.PyTreeNode):
@@ -54,17 +57,17 @@ def _vae_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
 
 
 def _build_modules(
-  config: ml_collections.ConfigDict, image_shape: tuple[int, ...], key: jax.Array
+  config: ml_collections.ConfigDict,
+  image_shape: tuple[int, ...],
+  losses: loss_lib.Losses,
+  key: jax.Array,
 ) -> tuple[nnx.Module, ...]:
   rngs = nnx.Rngs(key)
-  objective = objectives.get_objective(config.objective.name)
-  vae = models.make_vae(config.model, image_shape, decoder=objective.uses_decoder, rngs=rngs)
+  vae = models.make_vae(config.model, image_shape, decoder=losses.uses_decoder, rngs=rngs)
   modules = (vae, nnx.Optimizer(vae, _vae_optimizer(config.optim), wrt=nnx.Param))
-  if config.objective.name == "factor_vae":
-    critic = models.make_discriminator(config.model, rngs=rngs)
-    critic_tx = optax.adam(
-      config.optim.disc_learning_rate, b1=config.optim.disc_b1, b2=config.optim.disc_b2
-    )
+  if losses.critic is not None:
+    critic = losses.critic.build(config.model, rngs=rngs)
+    critic_tx = losses.critic.optimizer(config.optim)
     modules += (critic, nnx.Optimizer(critic, critic_tx, wrt=nnx.Param))
   return modules
 
@@ -73,6 +76,7 @@ def create_train_state(
   config: ml_collections.ConfigDict,
   image_shape: tuple[int, ...],
   replicas: list[replicas_lib.Replica] | None = None,
+  losses: loss_lib.Losses | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Builds the modules and optimizers (in one compiled program) and the initial state.
 
@@ -81,11 +85,14 @@ def create_train_state(
     image_shape: (H, W, C) of the data.
     replicas: `replicas.expand(config)` for a K-run: the K initial states, each the initial
       state of that replica's single run, stacked along a leading axis.
+    losses: `gmg_jax.losses.build(config)`; when not given, the objective alone is resolved
+      (the model does not depend on the regularizer).
 
   Returns:
     The static graph definition of the modules and the initial `TrainState`.
   """
-  build = functools.partial(_build_modules, config, tuple(image_shape))
+  losses = losses or loss_lib.build(config, regularizer=False)
+  build = functools.partial(_build_modules, config, tuple(image_shape), losses)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(jax.random.key(0))))
   # Initializing inside one jit compiles one program instead of one RNG kernel per shape.
   init = jax.jit(lambda k: nnx.split(build(k))[1])
@@ -116,11 +123,12 @@ def _all_finite(tree: Any) -> jax.Array:
 
 def train_step(
   graphdef: nnx.GraphDef,
-  loss_and_grad: objectives.LossFn,
+  loss_and_grad: loss_lib.LossFn,
   draw_batch: Callable[[Any, jax.Array], jax.Array],
   state: TrainState,
   batch_source: Any,
   *,
+  critic_loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]] | None = None,
   batch_layout: NamedSharding | None = None,
   tx: optax.GradientTransformation | None = None,
   active: jax.Array | bool = True,
@@ -129,11 +137,12 @@ def train_step(
 
   Args:
     graphdef: graph definition from `create_train_state`.
-    loss_and_grad: `objectives.make_loss(config, regularizer_fn)`.
+    loss_and_grad: `Losses.loss_and_grad(config)` (`gmg_jax.losses.loss`).
     draw_batch: `(batch_source, data_key) -> uint8 images [B, H, W, C]` (see `make_train_step`).
     state: current state.
     batch_source: a jittable dataset (the batch is drawn here, on the device) or a uint8
       image batch [B, H, W, C] drawn on the host with `step_keys(...)[0]`.
+    critic_loss: `Losses.critic.loss` when the state holds a critic (the objective has one).
     batch_layout: `sharding.batch_sharding(mesh)` under data parallelism; None on one device
       without a mesh.
     tx: the VAE's optimizer with traced hyperparameters (a K-run varying the learning rate);
@@ -163,10 +172,10 @@ def train_step(
   finite = active & jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
   if critic is not None:
     # The critic sees the codes the VAE loss used, from the VAE before its update.
-    codes = objectives.sample_codes(vae, images, loss_key)
-    (_, critic_aux), critic_grads = nnx.value_and_grad(
-      objectives.factor_vae_discriminator_loss, has_aux=True
-    )(critic, codes, critic_key)
+    codes = sample_codes(vae, images, loss_key)
+    (_, critic_aux), critic_grads = nnx.value_and_grad(critic_loss, has_aux=True)(
+      critic, codes, critic_key
+    )
     finite &= jnp.isfinite(optax.tree.norm(critic_grads))
     modules[3].update(critic, critic_grads)
     metrics.update(critic_aux)
@@ -190,6 +199,7 @@ def make_train_step(
   *,
   host_batches: bool = False,
   replicas: list[replicas_lib.Replica] | None = None,
+  losses: loss_lib.Losses | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
   """The jitted `train_step(state, batch_source)` with the state donated.
 
@@ -208,6 +218,7 @@ def make_train_step(
       dataset or the replicas' host batches [K, B, H, W, C]; `active` [K] bool stops replicas
       (False: not updated); metrics["finite"] is `active & finite`, the next step's mask.
       Each metric has a leading [K] axis.
+    losses: `gmg_jax.losses.build(config)` (built here when not given).
   """
   batch_size = config.train.batch_size
   if host_batches:
@@ -215,18 +226,17 @@ def make_train_step(
   else:
     draw_batch = lambda dataset, key: dataset.sample_batch(key, batch_size)[0]  # noqa: E731
   layout = None if mesh is None else sharding.batch_sharding(mesh)
-
-  def loss_for(run_config):
-    regularizer_fn = regularizers.make_regularizer(run_config.regularizer)
-    if mesh is not None:
-      regularizer_fn = sharding.scoped_regularizer(
-        regularizer_fn, run_config.regularizer.scope, mesh
-      )
-    return objectives.make_loss(run_config, regularizer_fn)
+  losses = losses or loss_lib.build(config)
+  critic_loss = None if losses.critic is None else losses.critic.loss
 
   if replicas is None:
     step = functools.partial(
-      train_step, graphdef, loss_for(config), draw_batch, batch_layout=layout
+      train_step,
+      graphdef,
+      losses.loss_and_grad(config, mesh),
+      draw_batch,
+      critic_loss=critic_loss,
+      batch_layout=layout,
     )
   else:
     values = replicas_lib.stacked_values(replicas)
@@ -236,10 +246,11 @@ def make_train_step(
       varies_lr = "optim.learning_rate" in value
       return train_step(
         graphdef,
-        loss_for(run_config),
+        losses.loss_and_grad(run_config, mesh),
         draw_batch,
         state,
         batch_source,
+        critic_loss=critic_loss,
         batch_layout=layout,
         tx=_vae_optimizer(run_config.optim) if varies_lr else None,
         active=active,

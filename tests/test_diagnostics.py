@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gmg_jax import data, gmg, loss_terms, objectives, regularizers, train
+from gmg_jax import data, gmg, train
+from gmg_jax.losses import diagnostics, maps, objectives, regularizers
+from gmg_jax.losses import loss as loss_lib
+from gmg_jax.losses import terms as loss_terms
 
 
 def _setup(tiny, variant):
@@ -26,16 +29,16 @@ def _setup(tiny, variant):
 def test_output_gradients_equal_direct_differentiation(tiny, variant):
   config, _, _, _, model, images, key = _setup(tiny, variant)
   reg = regularizers.make_regularizer(config.regularizer)
-  shape = objectives.regularized_output_shape(config.regularizer, images.shape, 4)
-  _, aux = objectives.vae_loss(
+  shape = maps.regularized_output_shape(config.regularizer, images.shape, 4)
+  _, aux = loss_lib.vae_loss(
     model, images, key, 0, config.objective, reg, config.regularizer, probe=jnp.zeros(shape)
   )
   # The same batch by hand: codes, network output, regularizer and DST as functions of it.
-  keys = objectives._split_keys(key)
+  keys = objectives.split_keys(key)
   x = images.astype(jnp.float32) / 255.0
   mu, logvar = model.encode(x)
   if config.regularizer.on == "decoder":
-    map_x = objectives._reparameterize(mu, logvar, keys.sample)
+    map_x = objectives.reparameterize(mu, logvar, keys.sample)
     out, to_y = model.decode(map_x), jax.nn.sigmoid
   else:
     map_x, out, to_y = x, mu, lambda o: o
@@ -47,7 +50,7 @@ def test_output_gradients_equal_direct_differentiation(tiny, variant):
   # float32: entries that cancel to ~1e-5 of the largest carry round-off of that size.
   scale = float(jnp.abs(reg_grad).max())
   np.testing.assert_allclose(
-    aux[objectives.OUTPUT_GRADIENT], reg_grad, rtol=2e-4, atol=1e-5 * scale
+    aux[diagnostics.OUTPUT_GRADIENT], reg_grad, rtol=2e-4, atol=1e-5 * scale
   )
   norms = np.linalg.norm(reg_grad), np.linalg.norm(dst_grad)
   assert float(aux["grad/regularizer"]) == pytest.approx(norms[0], rel=1e-4)
@@ -70,10 +73,10 @@ def test_the_diagnosed_loss_has_the_plain_losss_value_and_parameter_gradients(ti
   config, _, _, _, model, images, key = _setup(tiny, variant)
   config.regularizer.weight = 50.0  # The regularizer's part of the gradient is not negligible.
   reg = regularizers.make_regularizer(config.regularizer)
-  shape = objectives.regularized_output_shape(config.regularizer, images.shape, 4)
+  shape = maps.regularized_output_shape(config.regularizer, images.shape, 4)
 
   def loss(model, probe):
-    return objectives.vae_loss(
+    return loss_lib.vae_loss(
       model, images, key, 0, config.objective, reg, config.regularizer, probe=probe
     )
 
@@ -94,17 +97,17 @@ def test_the_step_logs_the_regularizers_share_of_the_output_gradient(tiny, weigh
   reg = regularizers.make_regularizer(config.regularizer)
   # Beta-VAE on the decoder: the rest of the loss reaches the logits only through the
   # reconstruction, so its output gradient is the reconstruction's.
-  keys = objectives._split_keys(key)
+  keys = objectives.split_keys(key)
   x = images.astype(jnp.float32) / 255.0
   mu, logvar = model.encode(x)
-  z = objectives._reparameterize(mu, logvar, keys.sample)
+  z = objectives.reparameterize(mu, logvar, keys.sample)
   logits = model.decode(z)
   rest = jax.grad(lambda o: loss_terms.bernoulli_reconstruction(o, x))(logits)
   reg_grad = jax.grad(lambda o: reg(None, z, jax.nn.sigmoid(o), keys.regularizer)[0])(logits)
   a, b = np.linalg.norm(weight * reg_grad), np.linalg.norm(rest)
   _, metrics = train.make_train_step(graphdef, config)(state, dataset)  # Donates `state`.
   assert float(metrics["grad/regularizer_share"]) == pytest.approx(a / (a + b), rel=1e-3)
-  assert bool(metrics["grad/negligible"]) == (a / (a + b) < objectives.NEGLIGIBLE_SHARE)
+  assert bool(metrics["grad/negligible"]) == (a / (a + b) < diagnostics.NEGLIGIBLE_SHARE)
 
 
 def test_gradient_summary_takes_medians_and_flags_a_negligible_regularizer():

@@ -1,4 +1,4 @@
-"""Tests for gmg_jax.regularizers: the shared slot for GMG, DST and the Jacobian penalty."""
+"""Tests for gmg_jax.losses.regularizers: the shared slot for GMG, DST and the Jacobian penalty."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gmg_jax import gmg, regularizers
+from gmg_jax import gmg
+from gmg_jax.losses import regularizers
 
 
 def _config(**fields):
@@ -17,8 +18,16 @@ def test_none_and_unknown_names():
   assert regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="none"))) is None
   with pytest.raises(ValueError, match="jacobian"):
     regularizers.make_regularizer(ml_collections.ConfigDict(dict(name="gmm")))
-  # The config check reads the estimators here; they are the core's.
-  assert regularizers.ESTIMATORS == gmg.ESTIMATORS == ("entropic", "certified")
+  # The config check refuses what the regularizer would refuse, naming the core's estimators.
+  from conftest import tiny_config
+
+  from gmg_jax import checks
+
+  config = tiny_config("gmg_cos_decoder")
+  config.regularizer.gmg.estimator = "exact"
+  (problem,) = checks.problems(config)
+  assert "regularizer.gmg.estimator 'exact'" in problem
+  assert all(repr(e) in problem for e in gmg.ESTIMATORS)
   reg = regularizers.make_regularizer(_config(estimator="exact"))
   with pytest.raises(ValueError, match=r"regularizer.gmg.estimator 'exact'.*certified"):
     reg(None, np.ones((4, 2), np.float32), np.ones((4, 2), np.float32), jax.random.key(0))
@@ -94,12 +103,22 @@ def test_jacobian_penalty_matches_full_jacobians():
   s = jnp.sum(jnp.einsum("nij,pnj->pni", jac, v) ** 2, axis=2)
   np.testing.assert_allclose(value, jnp.var(s) / jnp.mean(s) ** 2, rtol=1e-4)
   np.testing.assert_allclose(aux["jacobian_mean_sq_norm"], jnp.mean(s), rtol=1e-5)
-  grad = jax.grad(
-    lambda w_: regularizers.jacobian(
-      lambda z: jnp.tanh(z @ w_) * jnp.sum(z, axis=1, keepdims=True), x, None, key
-    )[0]
-  )(w)
-  assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) > 0
+
+  # Its gradient w.r.t. the map's parameters (the decoder's, in training) equals the gradient of
+  # the full-Jacobian formula: differentiating through the JVPs loses nothing.
+  def map_of(w_):
+    return lambda z: jnp.tanh(z @ w_) * jnp.sum(z, axis=1, keepdims=True)
+
+  def full(w_):
+    jac = jax.vmap(jax.jacfwd(lambda z: map_of(w_)(z[None])[0]))(x)
+    s = jnp.sum(jnp.einsum("nij,pnj->pni", jac, v) ** 2, axis=2)
+    return jnp.var(s) / jnp.mean(s) ** 2
+
+  grad = jax.grad(lambda w_: regularizers.jacobian(map_of(w_), x, None, key, num_projections=5)[0])(
+    w
+  )
+  np.testing.assert_allclose(grad, jax.grad(full)(w), rtol=1e-3, atol=1e-6)
+  assert float(jnp.abs(grad).max()) > 1e-3
 
 
 def test_a_key_the_regularizer_does_not_take_fails_when_called():

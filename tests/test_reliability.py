@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_main_command, tree_digest
 
-from gmg_jax import checkpointing, checks, data, evaluation, objectives, train
+from gmg_jax import checkpointing, checks, data, evaluation, train
 from gmg_jax.config import ConfigError
+from gmg_jax.losses import loss as loss_lib
 from gmg_jax.writers import MetricWriter, finite_json, read_jsonl, write_json_atomic
 
 
@@ -35,8 +36,12 @@ from gmg_jax.writers import MetricWriter, finite_json, read_jsonl, write_json_at
     ("optim.learning_rate", float("nan"), r"optim.learning_rate=nan: must be a finite number > 0"),
     ("optim.learning_rate", -1e-3, r"optim.learning_rate=-0.001"),
     ("data.name", "shapes4d", r"Unknown data.name 'shapes4d'; choose one of \[.*'shapes3d'"),
-    ("objective.name", "beta_vea", r"Unknown objective.name 'beta_vea'"),
-    ("regularizer.name", "gmm", r"Unknown regularizer.name 'gmm'; choose one of \[.*'none'"),
+    (
+      "objective.name",
+      "beta_vea",
+      r"objective 'beta_vea' is not registered; did you mean 'beta_vae'",
+    ),
+    ("regularizer.name", "gmm", r"regularizer 'gmm' is not registered; did you mean 'gmg'.*'none'"),
     (
       "regularizer.gmg.cost",
       "cos",
@@ -132,13 +137,13 @@ def test_the_guard_checks_the_updated_state_not_only_the_loss(tiny):
 
 
 def test_a_checkpoint_whose_own_loss_is_non_finite_is_dropped(tiny, tmp_path, monkeypatch):
-  original = objectives.vae_loss
+  original = loss_lib.vae_loss
 
   def poisoned(model, images, key, step, *args, **kwargs):
     loss, aux = original(model, images, key, step, *args, **kwargs)
     return loss * jnp.where(step >= 10, jnp.nan, 1.0), aux  # The loss of the state at step 10.
 
-  monkeypatch.setattr(objectives, "vae_loss", poisoned)
+  monkeypatch.setattr(loss_lib, "vae_loss", poisoned)
   config = tiny()
   config.train.checkpoint_every = 5
   with pytest.raises(train.Diverged, match=r"step 11 .*--config.optim.learning_rate=<lower>"):

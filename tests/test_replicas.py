@@ -14,17 +14,10 @@ import pytest
 from conftest import ROOT
 from flax import nnx
 
-from gmg_jax import (
-  checkpointing,
-  data,
-  evaluation,
-  objectives,
-  regularizers,
-  replicas,
-  saved_runs,
-  train,
-)
+from gmg_jax import checkpointing, data, evaluation, replicas, saved_runs, train
 from gmg_jax.config import ConfigError
+from gmg_jax.losses import loss as loss_lib
+from gmg_jax.losses import regularizers
 
 # Measured: a replica's loss curve differs from its single run's by <= 2e-7 relative over 50
 # steps (float32 round-off of a vmapped vs an unbatched program).
@@ -161,7 +154,7 @@ _FIELDS_BY_VARIANT = {
 def test_the_loss_groups_cover_every_variable_field():
   # The learning rate acts in the update: test_each_replica_is_its_single_run varies it.
   covered = {f for fields in _FIELDS_BY_VARIANT.values() for f in fields}
-  assert covered | {"optim.learning_rate"} == set(replicas.VARIABLE_FIELDS)
+  assert covered | {"optim.learning_rate"} == set(replicas.variable_fields())
 
 
 @pytest.mark.parametrize("variant", _FIELDS_BY_VARIANT)
@@ -181,7 +174,7 @@ def test_every_variable_field_is_traced_and_changes_nothing_else(tiny, variant):
     modules = nnx.merge(graphdef, module_state)
     regularizer_fn = regularizers.make_regularizer(run_config.regularizer)
     critic = modules[2] if len(modules) == 4 else None
-    loss_fn = objectives.make_loss(run_config, regularizer_fn)
+    loss_fn = loss_lib.make_loss(run_config, regularizer_fn)
     (value, aux), _ = loss_fn(modules[0], images, jax.random.key(2), jnp.int32(3), critic)
     return {**aux, "loss": value}
 
@@ -204,7 +197,7 @@ def test_every_variable_field_is_traced_and_changes_nothing_else(tiny, variant):
 
 def _poison_weight_2(monkeypatch, from_step):
   """The loss goes NaN from `from_step` on, only in replicas whose regularizer weight is 2."""
-  original = objectives.vae_loss
+  original = loss_lib.vae_loss
 
   def poisoned(
     model, images, key, step, objective_config, regularizer_fn, regularizer_config, *a, **k
@@ -215,7 +208,7 @@ def _poison_weight_2(monkeypatch, from_step):
     bad = (step >= from_step) & (regularizer_config.weight == 2.0)
     return loss * jnp.where(bad, jnp.nan, 1.0), aux
 
-  monkeypatch.setattr(objectives, "vae_loss", poisoned)
+  monkeypatch.setattr(loss_lib, "vae_loss", poisoned)
 
 
 @pytest.mark.slow

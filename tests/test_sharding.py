@@ -111,12 +111,13 @@ def _local_scope_regularizer() -> dict:
   import jax
   import jax.numpy as jnp
 
-  from gmg_jax import regularizers, sharding
+  from gmg_jax import sharding
+  from gmg_jax.losses import maps, regularizers
 
   mesh = sharding.make_mesh()
   layout = sharding.batch_sharding(mesh)
   gmg = regularizers.make_regularizer(tiny_config("gmg_cos_decoder").regularizer)
-  local = sharding.scoped_regularizer(gmg, "local", mesh)
+  local = maps.scoped_regularizer(gmg, "local", mesh)
   key_x, key_y = jax.random.split(jax.random.key(1))
   x = jax.random.normal(key_x, (32, 4))
   y = jax.nn.sigmoid(jax.random.normal(key_y, (32, 48)))
@@ -142,16 +143,49 @@ def _local_scope_regularizer() -> dict:
 
 def _local_scope_jacobian_step() -> dict:
   """A whole step with scope="local" and the Jacobian penalty, whose map (the decoder, closing
-  over the parameters) runs per shard."""
-  from gmg_jax import data, sharding, train
+  over the parameters) runs per shard: its logged value against the mean over the four device
+  blocks of the penalty computed by hand, each with its own key, as the step draws them."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from gmg_jax import data, sharding, train, train_step
+  from gmg_jax.losses import objectives, regularizers
+  from gmg_jax.models import to_float
 
   mesh = sharding.make_mesh()
   config = tiny_config("jacobian_decoder")
   config.regularizer.scope = "local"
   graphdef, state = train.create_train_state(config, (16, 16, 3))
+  dataset = data.get_dataset(config.data)
+  data_key, loss_key, _ = train_step.step_keys(state.rng, 0)
+  images = dataset.sample_batch(data_key, config.train.batch_size)[0]
+  vae = nnx.merge(graphdef, state.modules)[0]
+  keys = objectives.split_keys(loss_key)
+  mu, logvar = vae.encode(to_float(images))
+  z = objectives.reparameterize(mu, logvar, keys.sample)
+  jacobian = regularizers.make_regularizer(config.regularizer)
+  decode = lambda codes: jax.nn.sigmoid(vae.decode(codes))  # noqa: E731 (target "mean")
+  block = z.shape[0] // 4
+  by_hand = jnp.mean(
+    jnp.stack(
+      [
+        jacobian(
+          decode, z[i * block : (i + 1) * block], None, jax.random.fold_in(keys.regularizer, i)
+        )[0]
+        for i in range(4)
+      ]
+    )
+  )
+  whole = jacobian(decode, z, None, keys.regularizer)[0]
   step = train.make_train_step(graphdef, config, mesh)
-  state, metrics = step(sharding.replicate(state, mesh), data.get_dataset(config.data))
-  return {"finite": bool(metrics["finite"]), "regularizer": float(metrics["regularizer"])}
+  state, metrics = step(sharding.replicate(state, mesh), dataset)
+  return {
+    "finite": bool(metrics["finite"]),
+    "regularizer": float(metrics["regularizer"]),
+    "by_hand": float(by_hand),
+    "whole_batch": float(whole),
+  }
 
 
 def _sharded_evaluation() -> dict:
@@ -307,7 +341,11 @@ def test_local_scope_is_the_mean_of_per_device_gmgs(four_devices):
 
 def test_local_scope_jacobian_step_runs_per_shard(four_devices):
   result = _result(four_devices, "local_scope_jacobian_step")
-  assert result["finite"] and np.isfinite(result["regularizer"]) and result["regularizer"] > 0
+  assert result["finite"]
+  # The step's value is the mean of the four blocks' penalties (float32, sharded vs by hand) ...
+  assert result["regularizer"] == pytest.approx(result["by_hand"], rel=1e-4)
+  # ... and not the whole batch's (other directions, other batches): the scope is local.
+  assert abs(result["regularizer"] - result["whole_batch"]) > 1e-3 * abs(result["whole_batch"])
 
 
 def test_evaluation_encodes_on_every_device_and_gathers_all_codes(four_devices):

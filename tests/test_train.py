@@ -15,8 +15,10 @@ import pytest
 from conftest import ROOT, tiny_config, tiny_main_command
 from flax import nnx
 
-from gmg_jax import checkpointing, cli, data, objectives, regularizers, train
+from gmg_jax import checkpointing, cli, data, train
 from gmg_jax import train_step as train_step_lib
+from gmg_jax.losses import loss as loss_lib
+from gmg_jax.losses import regularizers
 
 
 def _params(state):
@@ -94,7 +96,7 @@ def _loss_fn(config, field, graphdef, state, images):
     groups = {g: ml_collections.ConfigDict(v) for g, v in groups.items()}
 
     def loss(model):
-      return objectives.vae_loss(
+      return loss_lib.vae_loss(
         model,
         images,
         loss_key,
@@ -145,13 +147,13 @@ def test_each_penalty_enters_the_loss_and_its_gradient_at_its_weight(variant, fi
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tiny, tmp_path, monkeypatch):
-  original = objectives.vae_loss
+  original = loss_lib.vae_loss
 
   def poisoned(model, images, key, step, *args, **kwargs):
     loss, aux = original(model, images, key, step, *args, **kwargs)
     return loss * jnp.where(step >= 13, jnp.nan, 1.0), aux
 
-  monkeypatch.setattr(objectives, "vae_loss", poisoned)
+  monkeypatch.setattr(loss_lib, "vae_loss", poisoned)
   config = tiny()
   with pytest.raises(FloatingPointError, match=r"step 14 .*kl=.*reconstruction="):
     train.train_and_evaluate(config, str(tmp_path))

@@ -198,16 +198,18 @@ def test_plan_entropy_ratio_of_a_matching_and_of_the_product():
 
 def test_gw_plan_picture_uses_the_gmg_entropy_ratio():
   import jax
+  import ml_collections
 
-  from gmg_jax import evaluation, gmg
+  from gmg_jax import gmg, losses
 
   x = jax.random.normal(jax.random.key(0), (16, 3))
   y = x[::-1] ** 3
   solver = {"init": "product", "max_iterations": 20}  # one start: half the compilation
   _, info = gmg.gromov_monge_gap(x, y, cost="cosine", epsilon_0=0.01, **solver)
-  plan, _ = evaluation._gw_plan(
-    x, y, 0.01, cost="cosine", epsilon_stat="mean", solver=tuple(solver.items())
-  )
+  group = ml_collections.ConfigDict(dict(cost="cosine", epsilon_0=0.01, epsilon_stat="mean"))
+  group.update(solver)
+  name, plan, title = losses.regularizer_spec("gmg").picture(x, y, group)
+  assert name == "gw_plan" and title == "GW plan, cosine, n=16, epsilon_0=0.01"
   assert viz.plan_entropy_ratio(plan) == pytest.approx(float(info.plan_entropy_ratio), abs=1e-4)
   assert viz.plan_entropy_ratio(plan) < 1.9  # a matching, not the product coupling
   picture = viz.gw_plan_picture(plan, title="test")

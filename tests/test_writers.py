@@ -296,7 +296,8 @@ def test_wandb_missing_says_how_to_install(tiny, tmp_path, monkeypatch):
 def test_per_dim_kl_of_the_traversal_labels():
   import jax.numpy as jnp
 
-  from gmg_jax import evaluation, loss_terms
+  from gmg_jax import evaluation
+  from gmg_jax.losses import terms as loss_terms
 
   rng = np.random.default_rng(3)
   mu = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)

@@ -11,6 +11,9 @@ All share one signature so the objective can take any of them in the same slot::
 * ``key``: PRNG key (random projections of the Jacobian penalty).
 * ``aux``: dict of scalar diagnostics for logging.
 
+Each is registered (`gmg_jax.losses.registry.register_regularizer`) with what the rest of the
+code needs: its hyperparameters and their checks, the fields a K-run may vary, whether its
+gradient w.r.t. the map's outputs can be measured, and (GMG) the picture of its plan.
 `make_regularizer(config)` binds the hyperparameters from a config and returns ``None`` for
 ``name == "none"``.
 """
@@ -18,13 +21,17 @@ All share one signature so the objective can take any of them in the same slot::
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gmg_jax import gmg as gmg_lib
+from gmg_jax import gw
+from gmg_jax.losses import registry
 from gmg_jax.registry import check_choice
 
 Regularizer = Callable[
@@ -34,8 +41,81 @@ Regularizer = Callable[
 
 # The GMG values that can be trained; the config check reads them here.
 ESTIMATORS = gmg_lib.ESTIMATORS
+# The GW solve's own settings `gmg` passes through to the solver, with the solver's defaults.
+_SOLVE_DEFAULTS = {
+  "init": inspect.signature(gmg_lib.entropic_gw_plan_with_stats).parameters["init"].default,
+  "solver": inspect.signature(gmg_lib.entropic_gw_plan_with_stats).parameters["solver"].default,
+  **gw.Budget._field_defaults,
+}
 
 
+def _gmg_problems(group: Any) -> list[str]:
+  floor = gmg_lib.min_normalized_epsilon()
+  if group.epsilon_stat == "mean" and 0 < group.epsilon_0 < floor:
+    return [
+      f"regularizer.gmg.epsilon_0={group.epsilon_0!r}: below {floor:.3g}, the smallest "
+      "epsilon the float32 solver uses (smaller values would all give the same run)."
+    ]
+  return []
+
+
+@functools.partial(jax.jit, static_argnames=("cost", "epsilon_stat", "solver"))
+def _gw_plan(
+  x: jax.Array,
+  y: jax.Array,
+  epsilon_0: float,
+  *,
+  cost: str,
+  epsilon_stat: str,
+  solver: tuple[tuple[str, Any], ...],
+) -> tuple[jax.Array, jax.Array]:
+  """The plan `gmg.gromov_monge_gap(x, y, ...)` solves for (same costs, epsilon rule, solver)."""
+  cost_xx, cost_yy = gmg_lib.cost_matrix(x, cost), gmg_lib.cost_matrix(y, cost)
+  epsilon = gmg_lib.scaled_epsilon(cost_xx, cost_yy, epsilon_0, epsilon_stat)
+  plan, converged, _, _ = gmg_lib.entropic_gw_plan(cost_xx, cost_yy, epsilon, **dict(solver))
+  return plan, converged
+
+
+def _gmg_picture(x: jax.Array, y: jax.Array, group: Any) -> tuple[str, np.ndarray, str]:
+  """The GW plan the GMG regularizer solves for on the batch (x, y): name, matrix, title."""
+  solver = tuple((f, group[f]) for f in _SOLVE_DEFAULTS if f in group)
+  plan, converged = _gw_plan(
+    x,
+    y,
+    float(group.epsilon_0),
+    cost=group.cost,
+    epsilon_stat=group.epsilon_stat,
+    solver=solver,
+  )
+  title = f"GW plan, {group.cost}, n={len(x)}, epsilon_0={group.epsilon_0:g}"
+  return "gw_plan", np.asarray(plan), title + ("" if bool(converged) else " (not converged)")
+
+
+@registry.register_regularizer(
+  "gmg",
+  reads_outputs=True,
+  distortion=lambda value, aux: aux["gmg_distortion"],
+  variable=("epsilon_0",),
+  min_batch_size=2,
+  choices={
+    "cost": gmg_lib.COSTS,
+    "estimator": ESTIMATORS,
+    "epsilon_stat": gmg_lib.EPSILON_STATS,
+    "init": gmg_lib.INITS,
+    "solver": gmg_lib.SOLVERS,
+  },
+  ranges={
+    "epsilon_0": registry.POSITIVE,
+    "max_iterations": registry.AT_LEAST_1,
+    "sinkhorn_max_iterations": registry.AT_LEAST_1,
+    "threshold": registry.POSITIVE,
+    "sinkhorn_threshold": registry.POSITIVE,
+    "inner_iterations": registry.AT_LEAST_1,
+  },
+  problems=_gmg_problems,
+  picture=_gmg_picture,
+  defaults=_SOLVE_DEFAULTS,
+)
 def gmg(
   map_fn: Callable[[jax.Array], jax.Array],
   x: jax.Array,
@@ -89,13 +169,19 @@ def gmg(
   return value, aux
 
 
-def distortion_term(name: str, value: jax.Array, aux: dict[str, jax.Array]) -> jax.Array:
-  """The distortion DST of the batch, as computed (differentiably) by the GMG or DST regularizer
-  `name` that returned `(value, aux)`: the DST regularizer's value, the GMG's first term."""
-  check_choice(name, ("gmg", "dst"), "regularizer.name")
-  return value if name == "dst" else aux["gmg_distortion"]
+def value_itself(value: jax.Array, aux: dict[str, jax.Array]) -> jax.Array:
+  """The `distortion` of a regularizer whose value is the distortion (DST)."""
+  del aux
+  return value
 
 
+@registry.register_regularizer(
+  "dst",
+  reads_outputs=True,
+  distortion=value_itself,
+  min_batch_size=2,
+  choices={"cost": gmg_lib.COSTS},
+)
 def dst(
   map_fn: Callable[[jax.Array], jax.Array],
   x: jax.Array,
@@ -110,6 +196,7 @@ def dst(
   return value, {"dst": value}
 
 
+@registry.register_regularizer("jacobian", ranges={"num_projections": registry.AT_LEAST_1})
 def jacobian(
   map_fn: Callable[[jax.Array], jax.Array],
   x: jax.Array,
@@ -156,29 +243,19 @@ def jacobian(
   return value, {"jacobian": value, "jacobian_mean_sq_norm": mean_s}
 
 
-REGULARIZERS: dict[str, Callable[..., tuple[jax.Array, dict[str, jax.Array]]]] = {
-  "gmg": gmg,
-  "dst": dst,
-  "jacobian": jacobian,
-}
-
-NAMES = ("none", *REGULARIZERS)
-
-
 def make_regularizer(config: Any) -> Regularizer | None:
   """Binds a regularizer's hyperparameters from a config (big_vision's `Model(**config.model)`).
 
   Args:
-    config: `config.regularizer`: ``name`` ("none" | "gmg" | "dst" | "jacobian") and, under the
-      same name, the group of that regularizer's keyword arguments (``config.gmg.epsilon_0``, ...).
-      A key the regularizer does not take fails when the regularizer is called (the trainer
-      compiles its step before any work).
+    config: `config.regularizer`: ``name`` ("none" or a registered regularizer: "gmg", "dst",
+      "jacobian", yours) and, under the same name, the group of that regularizer's keyword
+      arguments (``config.gmg.epsilon_0``, ...). A key the regularizer does not take fails when
+      the regularizer is called (the config check refuses it before any work).
 
   Returns:
     ``regularizer(map_fn, x, y, key) -> (value, aux)``, or None for "none".
   """
-  name = config.name
-  check_choice(name, NAMES, "regularizer.name")
-  if name == "none":
+  if config.name == "none":
     return None
-  return functools.partial(REGULARIZERS[name], **config[name].to_dict())
+  spec = registry.regularizer_spec(config.name)
+  return functools.partial(spec.fn, **config[config.name].to_dict())

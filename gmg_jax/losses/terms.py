@@ -3,7 +3,7 @@
 disentanglement_lib conventions: Gaussian KL to N(0, I), Bernoulli reconstruction, beta-TCVAE's
 minibatch-weighted and stratified total correlation, DIP-VAE's moment penalty, AnnealedVAE's
 capacity, HFS (Roth et al. 2023), FactorVAE's critic terms and Sinkhorn prior matching.
-`gmg_jax.objectives` assembles them into the loss of a train step.
+`gmg_jax.losses.loss` assembles them into the loss of a train step.
 """
 
 from __future__ import annotations
