@@ -22,7 +22,7 @@ pay that: 15-23 ms against 10 ms in blocks; experiments/results/bench_runs/). Re
 `--evaluation` times instead a K-run's evaluation at the config's sizes (10,000 + 5,000 points a
 replica, `--eval_metrics`, no pictures): every replica scored on its own
 (`evaluation.evaluate_and_write`, one after another, as separate runs do) against
-`evaluation.evaluate_replicas` (the replicas' points encoded together), side by side.
+`evaluation.evaluate_runs` of the K-run (the replicas' points encoded together), side by side.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _time_evaluation(setting: str, k: int, metrics: tuple[str, ...], repeats: in
 
     def together():
       due = [(r.index, r.config, os.path.join(root, r.name)) for r in runs]
-      evaluation.evaluate_replicas(due, graphdef, state, dataset)
+      evaluation.evaluate_runs(replicas.program(config), due, graphdef, state, dataset)
 
     times = {"one by one": [], "together": []}
     for fn in (alone, together):  # Compilation and caches.

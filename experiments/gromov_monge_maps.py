@@ -86,12 +86,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from gmg_jax import config as config_lib
+from gmg_jax import gmg
+from gmg_jax.atomic import atomic_write
 
-from gmg_jax import config as config_lib  # noqa: E402
-from gmg_jax import gmg  # noqa: E402
-from gmg_jax.atomic import atomic_write  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TARGETS = ("square", "circle")
 COSTS = ("sqeuclidean", "cosine")

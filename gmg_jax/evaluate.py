@@ -15,7 +15,7 @@ record or list}. Progress and messages go to standard error.
 A replica of a K-run (`<program workdir>/<replica name>`, gmg_jax/replicas.py) is scored the
 same way: its state is taken from the program's stacked checkpoints. `--workdir=<program
 workdir>` scores every replica that had not stopped at that step, encoding all of them together
-(`evaluation.evaluate_replicas`).
+(`evaluation.evaluate_runs`).
 """
 
 from __future__ import annotations
@@ -84,35 +84,30 @@ def main(argv: list[str]) -> None:
     )
   except ValueError as e:
     raise ConfigError(f"{e} Nothing was evaluated or written.") from e
-  program = replicas.expand(config) if replicas.is_multi(config) else None
+  program = replicas.program(config)
   # TensorBoard gets the evaluations once all are done, rewritten in step order.
   scored: dict[str, tuple[ml_collections.ConfigDict, list[dict[str, Any]]]] = {}
   for step in checkpoint_steps(run.manager, args.step):
     _say(f"Evaluating {'the latest checkpoint' if step is None else f'step {step}'} ...")
     state = saved_runs.restore_state(workdir, run, step)
-    if program is None:
-      record = evaluation.evaluate_and_write(
-        config,
-        workdir,
-        run.graphdef,
-        state,
-        run.dataset,
-        progress=True,
-        by="evaluate",
-        tensorboard=False,
-      )
-      scored.setdefault(workdir, (config, []))[1].append(record)
-      continue
-    # A K-run program: every replica that had not stopped by this step, encoded together.
+    # Every run of the program that had not stopped by this step (a K-run's replicas are
+    # encoded together).
     at = train.step_of(state)
     stopped = _stopped_at(workdir)
     due = [
-      (r.index, r.config, os.path.join(workdir, r.name))
-      for r in program
+      (r.index, r.config, program.workdir(workdir, r))
+      for r in program.replicas
       if stopped.get(r.name, at + 1) > at
     ]
-    records = evaluation.evaluate_replicas(
-      due, run.graphdef, state, run.dataset, progress=True, by="evaluate", tensorboard=False
+    records = evaluation.evaluate_runs(
+      program,
+      due,
+      run.graphdef,
+      state,
+      run.dataset,
+      progress=True,
+      by="evaluate",
+      tensorboard=False,
     )
     for (_, own_config, own), record in zip(due, records, strict=True):
       scored.setdefault(own, (own_config, []))[1].append(record)
@@ -120,8 +115,8 @@ def main(argv: list[str]) -> None:
     evaluation.rewrite_eval_tensorboard(own_config, own)
   every = args.step == "all"
   documents = {own: records if every else records[0] for own, (_, records) in scored.items()}
-  print(json.dumps(documents if program is not None else documents.get(workdir, []), indent=2))
-  where = workdir if program is None else os.path.join(workdir, "<replica>")
+  print(json.dumps(documents if program.stacked else documents.get(workdir, []), indent=2))
+  where = os.path.join(workdir, "<replica>") if program.stacked else workdir
   _say(
     f"Wrote {os.path.join(where, 'metrics.json')}, {os.path.join(where, 'eval.jsonl')} and "
     f"{os.path.join(where, 'tensorboard', 'eval')}"

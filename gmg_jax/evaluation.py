@@ -1,12 +1,12 @@
 """Evaluation library: encode a dataset, compute the disentanglement metrics, write metrics and
-pictures. The trainer calls `evaluate_and_write` periodically; `python -m gmg_jax.evaluate` (the
-CLI) calls it on a saved run.
+pictures. The trainer calls `evaluate_runs` (each run: `evaluate_and_write`) periodically;
+`python -m gmg_jax.evaluate` (the CLI) calls it on a saved run.
 
 Writes, in the workdir: `metrics.json` (the latest value of each metric, with where it came from
 under "sources"; written atomically), `eval.jsonl` (one record per evaluation) and `pictures/`
-(reconstructions, latent traversals as labelled PNG grids and GIFs, the GW plan of a GMG run,
-metric curves). TensorBoard (and W&B, see `gmg_jax.writers`) get the same pictures and the run's
-hyperparameters.
+(reconstructions, latent traversals as labelled PNG grids and GIFs, the regularizer's picture
+(GMG: its GW plan), metric curves). TensorBoard (and W&B, see `gmg_jax.writers`) get the same
+pictures and the run's hyperparameters.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def evaluate_and_write(
     progress: show progress bars.
     by: who evaluates ("train" or "evaluate"), recorded in metrics.json's "sources".
     codes: the state's codes of the array metrics' points, when the caller encoded them
-      (`evaluate_replicas`); None encodes them here.
+      (`evaluate_runs`); None encodes them here.
     tensorboard: also append the record and pictures to the TensorBoard run `tensorboard/eval`;
       a caller that evaluates earlier steps than the run's rewrites it instead, in step order
       (`rewrite_eval_tensorboard`).
@@ -238,7 +238,8 @@ def evaluate_and_write(
   return record
 
 
-def evaluate_replicas(
+def evaluate_runs(
+  program: replicas.Program,
   runs: Sequence[tuple[int, ml_collections.ConfigDict, str]],
   graphdef: nnx.GraphDef,
   state: Any,
@@ -249,18 +250,21 @@ def evaluate_replicas(
   by: str = "train",
   tensorboard: bool = True,
 ) -> list[dict[str, Any]]:
-  """Scores replicas of a K-run program, each exactly as `evaluate_and_write` scores its run.
+  """Scores runs of a program (`replicas.Program`), each as `evaluate_and_write` scores a run.
 
-  The array metrics' points of every replica (its own seed's draw, `metrics.split_factors`)
-  are encoded together: one vmapped encoder over the replica axis takes a batch of each
-  replica's images per call, so K replicas cost about one encoding pass on an accelerator, not
-  K. The metrics, the FactorVAE/BetaVAE batches and the pictures are then computed per replica.
+  A single run is scored by `evaluate_and_write`. Of a K-run, the array metrics' points of every
+  replica (its own seed's draw, `metrics.split_factors`) are encoded together: one vmapped
+  encoder over the replica axis takes a batch of each replica's images per call, so K replicas
+  cost about one encoding pass on an accelerator, not K. The metrics, the FactorVAE/BetaVAE
+  batches and the pictures are then computed per replica.
 
   Args:
-    runs: (index in the stacked state, the replica's config, its directory) of each replica to
-      score (`replicas.Replica`; a K-run skips the replicas that stopped).
+    program: the program that trained `state`.
+    runs: (index in the program, the run's config, its directory) of each run to score
+      (`replicas.Replica`; a K-run skips the replicas that stopped).
     graphdef: graph definition of the train state's modules.
-    state: the program's stacked `train.TrainState`, replicated on `mesh` or on one device.
+    state: the program's `train.TrainState` (stacked for a K-run), replicated on `mesh` or on
+      one device.
     dataset, mesh, progress, by, tensorboard: as in `evaluate_and_write`.
 
   Returns:
@@ -268,7 +272,14 @@ def evaluate_replicas(
   """
   if not runs:
     return []
+  kwargs = dict(mesh=mesh, progress=progress, by=by, tensorboard=tensorboard)
+  if not program.stacked:
+    return [
+      evaluate_and_write(config, workdir, graphdef, state, dataset, **kwargs)
+      for _, config, workdir in runs
+    ]
   mesh = sharding.make_mesh() if mesh is None else mesh
+  kwargs["mesh"] = mesh
   indices = np.asarray([index for index, _, _ in runs])
   modules = jax.tree.map(lambda a: a[indices], sharding.host_local(state.modules))
   modules = sharding.replicate(modules, mesh)
@@ -284,11 +295,8 @@ def evaluate_replicas(
       graphdef,
       replicas.take(state, int(index)),
       dataset,
-      mesh=mesh,
-      progress=progress,
-      by=by,
       codes=own_codes,
-      tensorboard=tensorboard,
+      **kwargs,
     )
     for (index, config, workdir), own_codes in zip(runs, codes, strict=True)
   ]

@@ -25,9 +25,11 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -140,7 +142,57 @@ def expand(config: ml_collections.ConfigDict) -> list[Replica]:
   return replicas
 
 
-def stacked_values(replicas: list[Replica]) -> dict[str, np.ndarray]:
+class Program(NamedTuple):
+  """The runs one compiled step trains: one run, or K replicas.
+
+  A single run is the program of one replica whose state is not stacked (so its files, its
+  checkpoint and its numbers are those of a run without replicas); a K-run's state is stacked
+  along a leading replica axis and each replica writes under `<workdir>/<replica name>`. Every
+  place that depends on the difference asks the program (`stack`, `view`, `workdir`, `vmap`).
+
+  Attributes:
+    replicas: the runs, in stacking order (a single run: one, named "", its config the run's).
+    stacked: whether the state has a leading replica axis.
+  """
+
+  replicas: tuple[Replica, ...]
+  stacked: bool
+
+  def stack(self, trees: list[Any]) -> Any:
+    """One tree per replica -> the program's tree (stacked, or the single run's own)."""
+    if not self.stacked:
+      return trees[0]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+  def view(self, tree: Any, index: int) -> Any:
+    """Replica `index`'s part of the program's (stacked) state or metrics."""
+    return take(tree, index) if self.stacked else tree
+
+  def workdir(self, root: str, replica: Replica) -> str:
+    """Where `replica` writes: the program's workdir for a single run, else its subdirectory."""
+    return os.path.join(root, replica.name) if self.stacked else root
+
+  def vmap(self, fn: Any, in_axes: tuple[Any, ...]) -> Any:
+    """`fn` over the replicas (`jax.vmap` with `in_axes`; a single run's is `fn` itself)."""
+    return jax.vmap(fn, in_axes=in_axes) if self.stacked else fn
+
+
+def as_program(config: ml_collections.ConfigDict, replicas: Any = None) -> Program:
+  """The program of `replicas` (a list from `expand`, stacked), or of the single run of
+  `config` when None; a `Program` is returned as it is."""
+  if isinstance(replicas, Program):
+    return replicas
+  if replicas is None:
+    return Program((Replica(0, "", config.seed, {}, config),), stacked=False)
+  return Program(tuple(replicas), stacked=True)
+
+
+def program(config: ml_collections.ConfigDict) -> Program:
+  """The program `config` asks for: its K replicas (`num_seeds`, `vary`), or its single run."""
+  return as_program(config, expand(config) if is_multi(config) else None)
+
+
+def stacked_values(replicas: list[Replica] | tuple[Replica, ...]) -> dict[str, np.ndarray]:
   """{field: float32 [K]} of the varied fields, in stacking order (empty for seeds only)."""
   fields = replicas[0].values
   return {f: np.asarray([r.values[f] for r in replicas], np.float32) for f in fields}

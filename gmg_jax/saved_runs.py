@@ -63,14 +63,15 @@ def open_run(workdir: str) -> SavedRun:
   if index is None:
     # A single run, or a K-run program (its stacked state, scored replica by replica in main).
     source, select = workdir, lambda state: state
-    program = replicas.expand(config) if replicas.is_multi(config) else None
-    graphdef, state = train.create_train_state(config, dataset.image_shape, program)
+    graphdef, state = train.create_train_state(
+      config, dataset.image_shape, replicas.program(config)
+    )
   else:
     source = os.path.dirname(os.path.abspath(workdir))
     program = _read_config(source)
     select = functools.partial(replicas.take, index=index)
     graphdef, state = train.create_train_state(
-      program, dataset.image_shape, replicas.expand(program)
+      program, dataset.image_shape, replicas.program(program)
     )
   manager = checkpointing.make_manager(source, config.train)
   if not manager.all_steps():

@@ -178,9 +178,10 @@ def _batch_source(
 class _Run:
   """Where one run of the program writes: the run itself, or one replica of a K-run."""
 
-  def __init__(self, config, workdir: str, replica: replicas_lib.Replica | None = None):
-    self.config = config
-    self.workdir = workdir
+  def __init__(self, program: replicas_lib.Program, workdir: str, replica: replicas_lib.Replica):
+    self.program = program
+    self.config = replica.config
+    self.workdir = program.workdir(workdir, replica)
     self.replica = replica
     self.failed_at: int | None = None  # The step at which a replica went non-finite.
     self.failure: str | None = None  # What was non-finite.
@@ -188,21 +189,19 @@ class _Run:
 
   def view(self, tree: Any) -> Any:
     """This run's part of the program's (stacked) state or metrics."""
-    return tree if self.replica is None else replicas_lib.take(tree, self.replica.index)
+    return self.program.view(tree, self.replica.index)
 
   def open(self, step: int) -> None:
     """Claims the run's directory (a replica's config.json) and opens its metric writer."""
-    if self.replica is not None and jax.process_index() == 0:
+    if self.program.stacked and jax.process_index() == 0:
       os.makedirs(self.workdir, exist_ok=True)
       write_json_atomic(os.path.join(self.workdir, "config.json"), self.config.to_dict())
     self.writer = MetricWriter(self.workdir, config=self.config)
     self.writer.truncate_after(step)
 
 
-def _make_runs(config, workdir, replicas, failed: dict[str, int]) -> list[_Run]:
-  if replicas is None:
-    return [_Run(config, workdir)]
-  runs = [_Run(r.config, os.path.join(workdir, r.name), r) for r in replicas]
+def _make_runs(program: replicas_lib.Program, workdir, failed: dict[str, int]) -> list[_Run]:
+  runs = [_Run(program, workdir, replica) for replica in program.replicas]
   for run in runs:
     if run.replica.name in failed:
       run.failed_at = failed[run.replica.name]
@@ -257,37 +256,37 @@ def _train_loop(
   `Diverged` at its first non-finite step; a K-run stops that replica and goes on until every
   replica has failed. Returns the last state and whether the run was preempted.
   """
-  multi = runs[0].replica is not None
+  program = runs[0].program
   local_dataset = sharding.host_local(dataset) if dataset.jittable else dataset
   batch_source = _batch_source(config, dataset, state.rng, mesh)
   start, num_steps = step_of(state), config.train.num_steps
   last_log = (start, time.time())
-  active = (
-    sharding.replicate(jnp.asarray([run.failure is None for run in runs]), mesh) if multi else None
-  )
+  # Which runs still train (a scalar for a single run, [K] for a K-run).
+  active = sharding.replicate(program.stack([jnp.asarray(r.failure is None) for r in runs]), mesh)
 
   def check_and_log(done, metrics):
     nonlocal last_log
     metrics = jax.device_get(sharding.host_local(metrics))
-    if not multi and not metrics["finite"]:
-      if not np.isfinite(metrics["loss"]):
-        _drop_unviable_checkpoint(manager, done - 1)
-      manager.wait_until_finished()
-      raise Diverged(done, metrics, manager.latest_step())
     live = []
     for run in runs:
       if run.failure is not None:
         continue
-      if not run.view(metrics)["finite"]:
-        own = run.view(metrics)
-        run.failed_at = done
-        run.failure = (
-          f"non-finite at step {done} (loss={float(own['loss']):.4g}, "
-          f"grad_norm={float(own['grad_norm']):.4g})"
-        )
-        print(f"Replica {run.replica.name} stopped: non-finite at step {done}; the others go on.")
-      else:
+      own = run.view(metrics)
+      if own["finite"]:
         live.append(run)
+        continue
+      run.failed_at = done
+      run.failure = (
+        f"non-finite at step {done} (loss={float(own['loss']):.4g}, "
+        f"grad_norm={float(own['grad_norm']):.4g})"
+      )
+      if program.stacked:
+        print(f"Replica {run.replica.name} stopped: non-finite at step {done}; the others go on.")
+    if not live and not program.stacked:
+      if not np.isfinite(metrics["loss"]):
+        _drop_unviable_checkpoint(manager, done - 1)
+      manager.wait_until_finished()
+      raise Diverged(done, metrics, manager.latest_step())
     if not live:
       program_dir = os.path.dirname(runs[0].workdir)
       raise ReplicasDiverged({run.replica.name: run.failure for run in runs}, program_dir)
@@ -302,13 +301,8 @@ def _train_loop(
   def evaluate(due: list[_Run], state: TrainState) -> None:
     # Every process encodes its share of the points and gets all codes; process 0 writes. A
     # K-run's replicas are encoded together (one vmapped encoder), then scored one by one.
-    if not multi:
-      for run in due:
-        evaluation.evaluate_and_write(
-          run.config, run.workdir, graphdef, state, local_dataset, mesh=mesh
-        )
-      return
-    evaluation.evaluate_replicas(
+    evaluation.evaluate_runs(
+      program,
       [(run.replica.index, run.config, run.workdir) for run in due],
       graphdef,
       state,
@@ -333,11 +327,8 @@ def _train_loop(
   preempted = False
   with _Preemption() as preemption, bar:
     for step in range(start, num_steps):
-      if multi:
-        state, metrics = step_fn(state, batch_source(step), active)
-        active = metrics["finite"]  # A replica stays stopped from its first non-finite step.
-      else:
-        state, metrics = step_fn(state, batch_source(step))
+      state, metrics = step_fn(state, batch_source(step), active)
+      active = metrics["finite"]  # A replica stays stopped from its first non-finite step.
       done = step + 1
       if pending is not None:
         check_and_log(*pending)
@@ -350,7 +341,7 @@ def _train_loop(
         pending = None
         # The data stream is a function of (seed, step): the step is the data position.
         meta = {"step": done, "data_position": done, "config": config.to_dict()}
-        if multi:
+        if program.stacked:
           meta["failed"] = {r.replica.name: r.failed_at for r in runs if r.failed_at is not None}
         checkpointing.save(manager, done, state, meta)
       bar.update(1)
@@ -381,7 +372,7 @@ def _summarize(run: _Run) -> None:
     return
   write_json_atomic(os.path.join(run.workdir, "train_summary.json"), summary)
   share, ratio = summary["median_regularizer_share"], summary["median_regularizer_to_distortion"]
-  who = "" if run.replica is None else f"{run.replica.name}: "
+  who = f"{run.replica.name}: " if run.program.stacked else ""
   print(
     f"{who}Regularizer gradient: median {share:.3g} of the loss's gradient w.r.t. the "
     "regularized outputs"
@@ -478,33 +469,33 @@ def train_and_evaluate(
   if dataset.jittable:
     dataset = sharding.replicate(dataset, mesh)
   config = with_dataset_facts(config, dataset)
-  replicas = replicas_lib.expand(config) if replicas_lib.is_multi(config) else None
+  program = replicas_lib.program(config)
   if lead:  # Which setting a variant's weight was calibrated for, then a phase of seconds.
     status = [config_lib.calibration_note(config), "Building the model ..."]
     print(*filter(None, status), sep="\n", flush=True)
   built = losses.build(config)  # The run's objective and regularizer, resolved once.
-  graphdef, state = create_train_state(config, dataset.image_shape, replicas, built)
+  graphdef, state = create_train_state(config, dataset.image_shape, program, built)
   # Restoring into a replicated state makes Orbax read it replicated on every process.
   state = sharding.replicate(state, mesh)
   checkpointing.check_config(workdir, config)
   with contextlib.closing(checkpointing.make_manager(workdir, config.train)) as manager:
     state, meta = _resume(manager, state, config)
-    runs = _make_runs(config, workdir, replicas, meta.get("failed", {}))
+    runs = _make_runs(program, workdir, meta.get("failed", {}))
     resumed, step = step_of(state), None
     if _finished(config, runs, resumed):
       return _already_finished(runs, workdir, state, resumed)
     if lead:
       print("Compiling the train step ...", flush=True)
+    active = program.stack([jnp.asarray(True)] * len(program.replicas))
     example = [state, _batch_source(config, dataset, state.rng, mesh)(resumed)]
-    if replicas is not None:
-      example.append(sharding.replicate(jnp.ones(len(replicas), bool), mesh))
+    example.append(sharding.replicate(active, mesh))
     step_fn = _compile_step(
       make_train_step(
         graphdef,
         config,
         mesh,
         host_batches=not dataset.jittable,
-        replicas=replicas,
+        replicas=program,
         losses=built,
       ),
       *example,
@@ -526,17 +517,17 @@ def train_and_evaluate(
       for run in runs:
         if run.writer is not None:
           run.writer.close()
-      if replicas is not None and jax.process_index() == 0:
+      if program.stacked and jax.process_index() == 0:
         _write_replica_index(workdir, runs, step, config.train.num_steps)
   if preempted:
     raise Preempted(step, workdir)
   if jax.process_index() == 0:
     for run in runs:
       _summarize(run)
-    where = workdir if replicas is None else os.path.join(workdir, "<replica>")
+    where = os.path.join(workdir, "<replica>") if program.stacked else workdir
     print(
       f"Done at step {step}. Workdir {workdir}:\n"
-      + (f"  replicas:    {os.path.join(workdir, 'replicas.json')}\n" if replicas else "")
+      + (f"  replicas:    {os.path.join(workdir, 'replicas.json')}\n" if program.stacked else "")
       + f"  metrics:     {os.path.join(where, 'metrics.jsonl')} "
       f"(evaluation: {os.path.join(where, 'metrics.json')})\n"
       f"  checkpoints: {os.path.join(workdir, 'checkpoints')}\n"

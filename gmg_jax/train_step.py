@@ -75,7 +75,7 @@ def _build_modules(
 def create_train_state(
   config: ml_collections.ConfigDict,
   image_shape: tuple[int, ...],
-  replicas: list[replicas_lib.Replica] | None = None,
+  replicas: list[replicas_lib.Replica] | replicas_lib.Program | None = None,
   losses: loss_lib.Losses | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Builds the modules and optimizers (in one compiled program) and the initial state.
@@ -83,8 +83,9 @@ def create_train_state(
   Args:
     config: the run's config.
     image_shape: (H, W, C) of the data.
-    replicas: `replicas.expand(config)` for a K-run: the K initial states, each the initial
-      state of that replica's single run, stacked along a leading axis.
+    replicas: `replicas.expand(config)` (or its `replicas.Program`) for a K-run: the K initial
+      states, each the initial state of that replica's single run, stacked along a leading
+      axis; None: the single run of `config`.
     losses: `gmg_jax.losses.build(config)`; when not given, the objective alone is resolved
       (the model does not depend on the regularizer).
 
@@ -97,16 +98,15 @@ def create_train_state(
   # Initializing inside one jit compiles one program instead of one RNG kernel per shape.
   init = jax.jit(lambda k: nnx.split(build(k))[1])
   states = []
-  for seed in [config.seed] if replicas is None else [r.seed for r in replicas]:
-    init_key, run_key = jax.random.split(jax.random.key(seed))
+  program = replicas_lib.as_program(config, replicas)
+  for replica in program.replicas:
+    init_key, run_key = jax.random.split(jax.random.key(replica.seed))
     states.append(
       TrainState(
         step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(run_key), modules=init(init_key)
       )
     )
-  if replicas is None:
-    return graphdef, states[0]
-  return graphdef, jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+  return graphdef, program.stack(states)
 
 
 def step_keys(rng: jax.Array, step: jax.Array | int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -198,10 +198,10 @@ def make_train_step(
   mesh: Mesh | None = None,
   *,
   host_batches: bool = False,
-  replicas: list[replicas_lib.Replica] | None = None,
+  replicas: list[replicas_lib.Replica] | replicas_lib.Program | None = None,
   losses: loss_lib.Losses | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-  """The jitted `train_step(state, batch_source)` with the state donated.
+  """The jitted `step(state, batch_source, active=True) -> (state, metrics)`, state donated.
 
   Args:
     graphdef: graph definition from `create_train_state`.
@@ -211,13 +211,13 @@ def make_train_step(
       the arguments live on.
     host_batches: the step takes image batches drawn on the host (`host_batch`) instead of a
       jittable dataset it draws from.
-    replicas: `replicas.expand(config)` for a K-run: the step becomes
-      `step(state, batch_source, active) -> (state, metrics)` on the stacked state of
-      `create_train_state(..., replicas)`, vmapped over the replicas, each with its own values
-      of the varied fields (traced, so one compilation serves all). The batch source is the
-      dataset or the replicas' host batches [K, B, H, W, C]; `active` [K] bool stops replicas
-      (False: not updated); metrics["finite"] is `active & finite`, the next step's mask.
-      Each metric has a leading [K] axis.
+    replicas: `replicas.expand(config)` (or its `replicas.Program`) for a K-run: the step runs
+      on the stacked state of `create_train_state(..., replicas)`, vmapped over the replicas,
+      each with its own values of the varied fields (traced, so one compilation serves all).
+      The batch source is the dataset or the replicas' host batches [K, B, H, W, C]; `active`
+      [K] bool stops replicas (False: not updated); metrics["finite"] is `active & finite`, the
+      next step's mask. Each metric has a leading [K] axis. None: the single run of `config`
+      (its `active` a scalar).
     losses: `gmg_jax.losses.build(config)` (built here when not given).
   """
   batch_size = config.train.batch_size
@@ -229,36 +229,27 @@ def make_train_step(
   losses = losses or loss_lib.build(config)
   critic_loss = None if losses.critic is None else losses.critic.loss
 
-  if replicas is None:
-    step = functools.partial(
-      train_step,
+  program = replicas_lib.as_program(config, replicas)
+  values = replicas_lib.stacked_values(program.replicas)
+
+  def one(state, batch_source, value, active):
+    run_config = replicas_lib.with_values(config, value)
+    varies_lr = "optim.learning_rate" in value
+    return train_step(
       graphdef,
-      losses.loss_and_grad(config, mesh),
+      losses.loss_and_grad(run_config, mesh),
       draw_batch,
+      state,
+      batch_source,
       critic_loss=critic_loss,
       batch_layout=layout,
+      tx=_vae_optimizer(run_config.optim) if varies_lr else None,
+      active=active,
     )
-  else:
-    values = replicas_lib.stacked_values(replicas)
 
-    def one(state, batch_source, value, active):
-      run_config = replicas_lib.with_values(config, value)
-      varies_lr = "optim.learning_rate" in value
-      return train_step(
-        graphdef,
-        losses.loss_and_grad(run_config, mesh),
-        draw_batch,
-        state,
-        batch_source,
-        critic_loss=critic_loss,
-        batch_layout=layout,
-        tx=_vae_optimizer(run_config.optim) if varies_lr else None,
-        active=active,
-      )
-
-    def step(state, batch_source, active):
-      in_axes = (0, 0 if host_batches else None, 0, 0)
-      return jax.vmap(one, in_axes=in_axes)(state, batch_source, values, active)
+  def step(state, batch_source, active=True):
+    in_axes = (0, 0 if host_batches else None, 0, 0)
+    return program.vmap(one, in_axes)(state, batch_source, values, active)
 
   if mesh is None:
     return jax.jit(step, donate_argnums=0)

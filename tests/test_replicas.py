@@ -151,6 +151,42 @@ _FIELDS_BY_VARIANT = {
 }
 
 
+def test_a_single_run_is_the_program_of_one_unstacked_replica(tiny, tmp_path):
+  """One step function and one loop: a single run's program has one replica whose state keeps
+  the single run's layout, and its step takes the same `active` mask (a scalar)."""
+  config = tiny("gmg_cos_decoder")
+  single = replicas.program(config)
+  (replica,) = single.replicas
+  assert not single.stacked and replica.config is config and replica.seed == config.seed
+  assert single.workdir(str(tmp_path), replica) == str(tmp_path)
+  tree = {"a": jnp.arange(3)}
+  assert single.stack([tree]) is tree and single.view(tree, 0) is tree
+  config.num_seeds = 2
+  multi = replicas.program(config)
+  assert multi.stacked and [r.name for r in multi.replicas] == ["seed=0", "seed=1"]
+  assert multi.workdir(str(tmp_path), multi.replicas[1]) == str(tmp_path / "seed=1")
+  np.testing.assert_array_equal(multi.stack([tree, tree])["a"], [[0, 1, 2], [0, 1, 2]])
+
+  config.num_seeds = 1
+  dataset = data.get_dataset(config.data)
+  graphdef, state = train.create_train_state(config, dataset.image_shape, single)
+  step = train.make_train_step(graphdef, config, replicas=single)
+  copy = lambda s: jax.tree.map(jnp.array, s)  # noqa: E731 (the step donates its state)
+  on, metrics_on = step(copy(state), dataset)  # active defaults to True
+  on_again, _ = step(copy(state), dataset, jnp.asarray(True))
+  off, metrics_off = step(copy(state), dataset, jnp.asarray(False))
+  assert bool(metrics_on["finite"]) and not bool(metrics_off["finite"])
+  for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(on_again), strict=True):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree.leaves(off.modules), jax.tree.leaves(state.modules), strict=True):
+    np.testing.assert_array_equal(a, b)  # an inactive run is not updated
+  assert int(off.step) == int(on.step) == 1
+  assert any(
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(on.modules), jax.tree.leaves(state.modules), strict=True)
+  )
+
+
 def test_the_loss_groups_cover_every_variable_field():
   # The learning rate acts in the update: test_each_replica_is_its_single_run varies it.
   covered = {f for fields in _FIELDS_BY_VARIANT.values() for f in fields}
@@ -314,7 +350,7 @@ def _scores(workdir):
 
 @pytest.mark.slow
 def test_replicas_encoded_together_score_as_each_alone(krun, tmp_path, monkeypatch):
-  """`evaluate_replicas` (one vmapped encoder over the replicas) writes what scoring each
+  """`evaluate_runs` of a K-run (one vmapped encoder over the replicas) writes what scoring each
   replica on its own writes; a small call size makes it take several batches, the last short."""
   config, _, state = krun
   chosen = [replicas.expand(config)[i] for i in (0, 3, 6)]  # Other seeds and values.
@@ -324,7 +360,7 @@ def test_replicas_encoded_together_score_as_each_alone(krun, tmp_path, monkeypat
     r.config.eval.metrics = ("mig", "sap", "modularity_explicitness")
   monkeypatch.setattr(evaluation, "_REPLICA_ENCODE_IMAGES", 3 * 64)  # 200 points: 64+64+64+8.
   due = [(r.index, r.config, str(tmp_path / "together" / r.name)) for r in chosen]
-  records = evaluation.evaluate_replicas(due, graphdef, state, dataset)
+  records = evaluation.evaluate_runs(replicas.program(config), due, graphdef, state, dataset)
   for r, record in zip(chosen, records, strict=True):
     alone = str(tmp_path / "alone" / r.name)
     expected = evaluation.evaluate_and_write(

@@ -133,7 +133,7 @@ def compute_metrics(
     progress: tqdm bars over metrics and encoding.
     codes: the codes of the array metrics' train and test points (`split_factors` of `key`),
       when the caller has encoded them (a K-run encodes all its replicas' at once,
-      `evaluation.evaluate_replicas`); None encodes them here with `representation_fn`.
+      `evaluation.evaluate_runs`); None encodes them here with `representation_fn`.
 
   Returns:
     {name: {score key: value}}.
