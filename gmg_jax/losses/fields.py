@@ -32,30 +32,31 @@ def _groups(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any]
   return found
 
 
-def choices(config: ml_collections.ConfigDict) -> dict[str, Collection[Any]]:
-  """{dotted field: the values it may take} of the loss fields of `config`."""
-  found: dict[str, Collection[Any]] = {}
+def _declared(config: ml_collections.ConfigDict, attribute: str) -> dict[str, Any]:
+  """{dotted field: entry} of every spec's `attribute` ("choices" or "ranges"): the objectives'
+  (keyed below config.objective) and those of the regularizer groups `config` has."""
+  found = {}
   for spec in registry.objective_specs().values():
-    found.update({f"objective.{k}": v for k, v in spec.choices.items()})
+    found.update({f"objective.{k}": v for k, v in getattr(spec, attribute).items()})
   for prefix, _, spec in _groups(config):
     if prefix.startswith("regularizer."):
-      found.update({f"{prefix}.{k}": v for k, v in spec.choices.items()})
+      found.update({f"{prefix}.{k}": v for k, v in getattr(spec, attribute).items()})
   return found
+
+
+def choices(config: ml_collections.ConfigDict) -> dict[str, Collection[Any]]:
+  """{dotted field: the values it may take} of the loss fields of `config`."""
+  return _declared(config, "choices")
 
 
 def ranges(config: ml_collections.ConfigDict) -> dict[str, Range]:
   """{dotted field: (test, what the value must be)} of the loss fields of `config`."""
-  found: dict[str, Range] = {
+  common = {
     "objective.hfs_weight": NON_NEGATIVE,
     "objective.hfs_pairs": AT_LEAST_1,
     "regularizer.weight": NON_NEGATIVE,
   }
-  for spec in registry.objective_specs().values():
-    found.update({f"objective.{k}": v for k, v in spec.ranges.items()})
-  for prefix, _, spec in _groups(config):
-    if prefix.startswith("regularizer."):
-      found.update({f"{prefix}.{k}": v for k, v in spec.ranges.items()})
-  return found
+  return {**common, **_declared(config, "ranges")}
 
 
 def _unknown_hyperparameters(prefix: str, defaults: dict[str, Any], group: Any) -> list[str]:

@@ -232,8 +232,16 @@ def _check_name(kind: str, name: str, fn: Callable[..., Any], table: Mapping[str
     )
 
 
-def _floats(defaults: Mapping[str, Any]) -> tuple[str, ...]:
-  return tuple(k for k, v in defaults.items() if type(v) is float)
+def _variable(
+  kind: str, name: str, defaults: Mapping[str, Any], variable: Collection[str] | None
+) -> tuple[str, ...]:
+  """The hyperparameters a K-run may vary: `variable`, by default those defaulting to a float."""
+  if variable is None:
+    return tuple(k for k, v in defaults.items() if type(v) is float)
+  unknown = sorted(set(variable) - set(defaults))
+  if unknown:
+    raise ValueError(f"{kind} {name!r}: variable names no hyperparameter: {unknown}.")
+  return tuple(variable)
 
 
 def register_regularizer(
@@ -273,10 +281,7 @@ def register_regularizer(
     if name in REGULARIZER_FIELDS:
       raise ValueError(f"regularizer name {name!r} is a field of config.regularizer; rename it.")
     found = {**_hyperparameters("regularizer", name, fn, 4), **(defaults or {})}
-    varied = tuple(variable) if variable is not None else _floats(found)
-    unknown = sorted(set(varied) - set(found))
-    if unknown:
-      raise ValueError(f"regularizer {name!r}: variable names no hyperparameter: {unknown}.")
+    varied = _variable("regularizer", name, found, variable)
     _REGULARIZERS[name] = RegularizerSpec(
       name=name,
       fn=fn,
@@ -318,10 +323,7 @@ def register_objective(
   def register(fn: Callable[..., Any]) -> Callable[..., Any]:
     _check_name("objective", name, fn, _OBJECTIVES)
     found = _hyperparameters("objective", name, fn, 1)
-    varied = tuple(variable) if variable is not None else _floats(found)
-    unknown = sorted(set(varied) - set(found))
-    if unknown:
-      raise ValueError(f"objective {name!r}: variable names no hyperparameter: {unknown}.")
+    varied = _variable("objective", name, found, variable)
     _OBJECTIVES[name] = ObjectiveSpec(
       name=name,
       fn=lambda inputs, cfg: fn(inputs, **cfg[name].to_dict()),
