@@ -81,6 +81,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import gromov_monge_report as report
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -428,15 +429,16 @@ def study(args: argparse.Namespace, command: str) -> None:
     records.append(record)
     status = summary_line(record) if trained else f"{run_path(args.out_dir, run)}: exists, skipped"
     print(f"[{i + 1}/{len(runs)}, {time.time() - start:.0f} s] {status}", flush=True)
-  import gromov_monge_report as report  # noqa: PLC0415 (it reads this module's constants)
-
-  text = report.table(records, command)
+  text = report.table(records, command, (*TARGETS, *COSTS, *REGULARIZERS), METRICS)
   atomic_write(os.path.join(args.out_dir, "table.md"), lambda f: f.write(text), text=True)
   print(text)
   for target in args.targets:
+    key = jax.random.key(10_000 + args.figure_seed)  # The seed's held-out target points.
     path = report.figure(
       records,
       target,
+      np.asarray(sample_target(key, STORED_POINTS, target)),
+      COSTS,
       args.figure_weight,
       args.figure_seed,
       os.path.join(args.out_dir, f"figure_{target}.png"),

@@ -1,15 +1,15 @@
 """The table and the figures of experiments/gromov_monge_maps.py (the paper's Figure 2 study),
-from its run records; the statistics are `stats.paired`'s t intervals.
+from its run records; the statistics are `stats.paired`'s t intervals. The study's axes and
+metrics come as arguments (this module imports nothing of the study's).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
-import gromov_monge_maps as gm
-import jax
 import numpy as np
 import stats
 
@@ -32,8 +32,14 @@ def _cell(mean: float, low: float, high: float) -> str:
   return f"{mean:.4g} [{low:.4g}, {high:.4g}]"
 
 
-def table(records: list[dict[str, Any]], command: str) -> str:
-  """The study's markdown table (module docstring)."""
+def table(
+  records: list[dict[str, Any]],
+  command: str,
+  axes: Sequence[str],
+  metrics: Sequence[str],
+) -> str:
+  """The study's markdown table: a row per (target, cost, regularizer, weight), in the order of
+  `axes` (its targets, costs and regularizers), a column group per metric of `metrics`."""
   groups: dict[tuple, dict[int, dict[str, Any]]] = {}
   for r in records:
     a = r["args"]
@@ -63,7 +69,7 @@ def table(records: list[dict[str, Any]], command: str) -> str:
     a, b = (np.array([r[s][metric] for s in seeds]) for r in (runs, other))
     return _cell(*_paired(a, b))
 
-  order = {name: i for i, name in enumerate((*gm.TARGETS, *gm.COSTS, *gm.REGULARIZERS))}
+  order = {name: i for i, name in enumerate(axes)}
   for key in sorted(groups, key=lambda k: (order[k[0]], order[k[1]], order[k[2]], k[3])):
     target, cost, regularizer, weight = key
     runs = groups[key]
@@ -71,7 +77,7 @@ def table(records: list[dict[str, Any]], command: str) -> str:
     dst = groups.get((target, cost, "dst", weight), {}) if regularizer == "gmg" else runs
     seeds = sorted(runs)
     cells = []
-    for metric in gm.METRICS:
+    for metric in metrics:
       cells.append(_cell(*_interval(np.array([runs[s][metric] for s in seeds]))))
       cells.append(paired_cell(runs, none, metric))
       if metric == "fit":
@@ -87,8 +93,17 @@ def table(records: list[dict[str, Any]], command: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def figure(records: list[dict[str, Any]], target: str, weight: float, seed: int, path: str):
-  """The paper's Figure 2 layout for one target (module docstring); returns the path or None."""
+def figure(
+  records: list[dict[str, Any]],
+  target: str,
+  target_points: np.ndarray,
+  costs: Sequence[str],
+  weight: float,
+  seed: int,
+  path: str,
+) -> str | None:
+  """The paper's Figure 2 layout for one target (rows: `costs`; columns: source, target, none,
+  dst, gmg) on seed `seed`'s held-out points; returns the path, or None without runs."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -99,15 +114,12 @@ def figure(records: list[dict[str, Any]], target: str, weight: float, seed: int,
     a = r["args"]
     if a["target"] == target and a["seed"] == seed:
       by_key[(a["cost"], a["regularizer"], a["weight"])] = r
-  costs = [c for c in gm.COSTS if (c, "none", 0.0) in by_key]
+  costs = [c for c in costs if (c, "none", 0.0) in by_key]
   if not costs:
     return None
   columns = ["source", "target", "none", "dst", "gmg"]
   fig, axes = plt.subplots(len(costs), 5, figsize=(15, 3.6 * len(costs)), squeeze=False)
   cmap = plt.get_cmap("tab10")
-  target_points = np.asarray(
-    gm.sample_target(jax.random.key(10_000 + seed), gm.STORED_POINTS, target)
-  )
   for row, cost in enumerate(costs):
     none = by_key[(cost, "none", 0.0)]
     comp = np.asarray(none["points"]["component"])
