@@ -44,6 +44,46 @@ Aux = dict[str, jax.Array]
 RegularizerFn = maps.Regularizer
 
 
+def _probed(
+  spec: registry.RegularizerSpec,
+  apply: Callable[[jax.Array, jax.Array], tuple[jax.Array, Aux]],
+  out: jax.Array,
+  map_x: jax.Array,
+) -> tuple[jax.Array, Aux, Aux]:
+  """The regularizer `apply(out, map_x) -> (value, aux)`, linearized once, with its gradients.
+
+  One linearization (the GW solve is not repeated) gives its gradients w.r.t. the outputs and
+  the map's inputs; with a `distortion` (GMG), a second backward pass from the same forward
+  gives the distortion term's gradient w.r.t. the outputs (for DST, the value itself). The loss
+  then takes the first-order surrogate (`_first_order`), so its own backward pass does not run
+  the regularizer's again.
+
+  Returns:
+    (the surrogate value, the regularizer's aux, the "grad/..." diagnostics with the
+    regularizer's own output gradient under `diagnostics.OUTPUT_GRADIENT`).
+  """
+  if spec.distortion is None:
+    value, reg_vjp, reg_aux = jax.vjp(apply, out, map_x, has_aux=True)
+    reg_grad, x_grad = jax.lax.stop_gradient(reg_vjp(jnp.ones_like(value)))
+    probed = {}
+  else:
+
+    def value_and_distortion(o, x):
+      value, reg_aux = apply(o, x)
+      return (value, spec.distortion(value, reg_aux)), reg_aux
+
+    (value, _), reg_vjp, reg_aux = jax.vjp(value_and_distortion, out, map_x, has_aux=True)
+    one, zero = jnp.ones_like(value), jnp.zeros_like(value)
+    reg_grad, x_grad = jax.lax.stop_gradient(reg_vjp((one, zero)))
+    if spec.distortion is regularizers.value_itself:
+      dst_grad = reg_grad
+    else:
+      dst_grad = jax.lax.stop_gradient(reg_vjp((zero, one))[0])
+    probed = diagnostics.output_gradient_diagnostics(reg_grad, dst_grad)
+  probed[diagnostics.OUTPUT_GRADIENT] = reg_grad
+  return _first_order(value, reg_grad, out, x_grad, map_x), reg_aux, probed
+
+
 def _first_order(value, reg_grad, out, x_grad, map_x):
   """The regularizer's first-order surrogate around the batch: equal to `value`, and with the
   gradient `reg_grad` w.r.t. `out` and `x_grad` w.r.t. `map_x` (so, by the chain rule, the same
@@ -127,42 +167,15 @@ def vae_loss(
     map_fn, map_x, out, to_y = lookup(maps.REGULARIZED_MAPS, on, "regularizer.on")(
       model, ctx, regularizer_config.target
     )
-    if probe is None:
-      value, reg_aux = regularizer_fn(map_fn, map_x, to_y(out), keys.regularizer)
-    elif spec.distortion is None:
-      # Linearized as below, without a distortion to compare with.
-      value, reg_vjp, reg_aux = jax.vjp(
-        lambda o, x: regularizer_fn(map_fn, x, to_y(o), keys.regularizer),
-        out,
-        map_x,
-        has_aux=True,
-      )
-      reg_grad, x_grad = jax.lax.stop_gradient(reg_vjp(jnp.ones_like(value)))
-      value = _first_order(value, reg_grad, out, x_grad, map_x)
-      aux[diagnostics.OUTPUT_GRADIENT] = reg_grad
-    else:
-      # One linearization of the regularizer (the solve is not repeated) gives its gradients
-      # w.r.t. the outputs and the map's inputs; for the GMG a second backward pass from the
-      # same forward gives its own distortion term's gradient w.r.t. the outputs (DST is the
-      # GMG's first term, and the DST regularizer itself). The loss then takes the regularizer's
-      # first-order surrogate, equal in value and, by the chain rule through `out` and `map_x`,
-      # in its gradient w.r.t. every parameter, so the loss's own backward pass does not run
-      # the regularizer's again.
-      def value_and_distortion(o, x):
-        value, reg_aux = regularizer_fn(map_fn, x, to_y(o), keys.regularizer)
-        distortion = spec.distortion(value, reg_aux)
-        return (value, distortion), reg_aux
 
-      (value, _), reg_vjp, reg_aux = jax.vjp(value_and_distortion, out, map_x, has_aux=True)
-      one, zero = jnp.ones_like(value), jnp.zeros_like(value)
-      reg_grad, x_grad = jax.lax.stop_gradient(reg_vjp((one, zero)))
-      if spec.distortion is regularizers.value_itself:
-        dst_grad = reg_grad
-      else:
-        dst_grad = jax.lax.stop_gradient(reg_vjp((zero, one))[0])
-      value = _first_order(value, reg_grad, out, x_grad, map_x)
-      aux.update(diagnostics.output_gradient_diagnostics(reg_grad, dst_grad))
-      aux[diagnostics.OUTPUT_GRADIENT] = reg_grad
+    def apply(o, x):
+      return regularizer_fn(map_fn, x, to_y(o), keys.regularizer)
+
+    if probe is None:
+      value, reg_aux = apply(out, map_x)
+    else:
+      value, reg_aux, probed = _probed(spec, apply, out, map_x)
+      aux.update(probed)
     loss = loss + regularizer_config.weight * value
     aux["regularizer"] = value
     aux.update({f"regularizer/{name}": v for name, v in reg_aux.items()})
