@@ -41,7 +41,6 @@ from gmg_jax.models import VAE, to_float
 from gmg_jax.registry import lookup
 
 Aux = dict[str, jax.Array]
-RegularizerFn = maps.Regularizer
 
 
 def _probed(
@@ -101,7 +100,7 @@ def vae_loss(
   key: jax.Array,
   step: jax.Array | int,
   objective_config: ml_collections.ConfigDict,
-  regularizer_fn: RegularizerFn | None,
+  regularizer_fn: regularizers.Regularizer | None,
   regularizer_config: ml_collections.ConfigDict,
   critic: nnx.Module | None = None,
   probe: jax.Array | None = None,
@@ -187,7 +186,9 @@ def vae_loss(
 LossFn = Callable[..., tuple[tuple[jax.Array, Aux], Any]]
 
 
-def make_loss(config: ml_collections.ConfigDict, regularizer_fn: RegularizerFn | None) -> LossFn:
+def make_loss(
+  config: ml_collections.ConfigDict, regularizer_fn: regularizers.Regularizer | None
+) -> LossFn:
   """The step's loss, its gradient and the output-gradient diagnostics, with the config bound.
 
   Args:

@@ -24,13 +24,9 @@ from jax.sharding import Mesh
 
 from gmg_jax import sharding
 from gmg_jax.losses.objectives import Inputs
+from gmg_jax.losses.regularizers import Regularizer
 from gmg_jax.models import VAE
 from gmg_jax.registry import lookup
-
-Regularizer = Callable[
-  [Callable[[jax.Array], jax.Array], jax.Array, jax.Array, jax.Array],
-  tuple[jax.Array, dict[str, jax.Array]],
-]
 
 DECODER_TARGETS: dict[str, Callable[[jax.Array], jax.Array]] = {
   "logits": lambda logits: logits,
