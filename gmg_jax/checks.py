@@ -132,12 +132,18 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   return found
 
 
-def _invalid(config: ml_collections.ConfigDict, field: str) -> bool:
-  """Whether `field` fails its own check (then `problems` reports it, not `inert_settings`)."""
+def _invalid(
+  config: ml_collections.ConfigDict,
+  field: str,
+  choices: dict[str, Collection[Any]],
+  ranges: dict[str, tuple[Callable[[Any], bool], str]],
+) -> bool:
+  """Whether `field` fails its own check, given `_choices(config)` and `_ranges(config)` (then
+  `problems` reports it, not `inert_settings`)."""
   value = _get(config, field)
-  choices = _choices(config).get(field)
-  ok, _ = _ranges(config).get(field, (lambda v: True, ""))
-  return (choices is not None and value not in choices) or not ok(value)
+  allowed = choices.get(field)
+  ok, _ = ranges.get(field, (lambda v: True, ""))
+  return (allowed is not None and value not in allowed) or not ok(value)
 
 
 def inert_settings(config: ml_collections.ConfigDict) -> list[str]:
@@ -155,9 +161,10 @@ def inert_settings(config: ml_collections.ConfigDict) -> list[str]:
     varied = {}  # `problems` reports it.
   name = config.objective.name
   reference = config_lib.get_config(name if name in config_lib.VARIANTS else None)
+  choices, ranges = _choices(config), _ranges(config)
   found = []
   for field, (why, fix) in sorted(fields.unread_fields(config).items()):
-    if _invalid(config, field):
+    if _invalid(config, field, choices, ranges):
       continue
     if field in varied:
       found.append(

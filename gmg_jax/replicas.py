@@ -72,6 +72,7 @@ def parse_vary(spec: str) -> dict[str, tuple[float, ...]]:
     ValueError: naming the part of `spec` that is wrong and what to write instead.
   """
   varied: dict[str, tuple[float, ...]] = {}
+  variable = variable_fields()
   for part in filter(None, (p.strip() for p in spec.split(";"))):
     field, sep, listed = part.partition("=")
     field = field.strip()
@@ -79,10 +80,10 @@ def parse_vary(spec: str) -> dict[str, tuple[float, ...]]:
       raise ValueError(f"vary: {part!r} is not FIELD=V1,V2,... (e.g. 'regularizer.weight=1,10').")
     if field == "seed":
       raise ValueError("vary: seeds are set by --config.num_seeds=K (seeds seed..seed+K-1).")
-    if field not in variable_fields():
+    if field not in variable:
       raise ValueError(
         f"vary: {field!r} cannot vary inside one program; fields that can: "
-        f"{', '.join(variable_fields())}. Fields that change shapes or branches need separate runs "
+        f"{', '.join(variable)}. Fields that change shapes or branches need separate runs "
         "(experiments/sweep.py)."
       )
     if field in varied:

@@ -20,15 +20,15 @@ from gmg_jax.losses.registry import AT_LEAST_1, NON_NEGATIVE, Range
 _COMMON_OBJECTIVE_FIELDS = ("name", "hfs_weight", "dataset_size")
 
 
-def _groups(config: ml_collections.ConfigDict) -> list[tuple[str, dict[str, Any], Any]]:
-  """(prefix, registered defaults, spec) of every registered hyperparameter group `config` has."""
+def _groups(config: ml_collections.ConfigDict) -> list[tuple[str, Any, Any]]:
+  """(prefix, group, spec) of every registered hyperparameter group `config` has."""
   found = []
   for name, spec in registry.regularizer_specs().items():
     if name in config.regularizer:
-      found.append((f"regularizer.{name}", spec.defaults, spec))
+      found.append((f"regularizer.{name}", config.regularizer[name], spec))
   for name, spec in registry.objective_specs().items():
     if spec.defaults and name in config.objective:
-      found.append((f"objective.{name}", spec.defaults, spec))
+      found.append((f"objective.{name}", config.objective[name], spec))
   return found
 
 
@@ -94,9 +94,8 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
       "module that registers it before the config is built (at the top of your config file), "
       "so that get_config adds the group with its defaults."
     )
-  for prefix, defaults, spec in _groups(config):
-    group = config[prefix.split(".")[0]][prefix.split(".")[1]]
-    found += _unknown_hyperparameters(prefix, defaults, group)
+  for prefix, group, spec in _groups(config):
+    found += _unknown_hyperparameters(prefix, spec.defaults, group)
     if isinstance(spec, registry.RegularizerSpec) and spec.problems is not None:
       found += spec.problems(group)
   batch_size = config.train.batch_size
