@@ -11,7 +11,8 @@ detectable effect (80% power at the observed paired SD and n), what a null could
                       exploratory=[...], metrics=["dci/disentanglement", "mig/discrete_mig"])
 
 writes `paired.md`, `paired.csv` and `paired_<A>_vs_<B>.png` (per-seed lines from A to B; the
-per-seed differences and their mean with its interval).
+per-seed differences and their mean with its interval); given the learning curves' rows
+(`curves=`), also each pair on the family's metric at each evaluation step (`paired_steps.csv`).
 """
 
 from __future__ import annotations
@@ -232,6 +233,65 @@ def _paired_csv(comparisons: Sequence[PairedDifference]) -> str:
   return text.getvalue()
 
 
+def by_step(
+  curves: Sequence[Mapping[str, Any]],
+  pairs: Sequence[tuple[str, str]],
+  metric: str,
+  *,
+  confidence: float = 0.95,
+) -> list[tuple[int, PairedDifference]]:
+  """Each pair on `metric` at each evaluation step where both arms have runs (exploratory): how
+  the difference evolves with training.
+
+  Args:
+    curves: one row per (run, evaluation step) ("config", "seed", "step" and metric columns;
+      `records.step_rows`).
+    pairs: (A, B) config names; a pair is compared at the steps both of its arms reached.
+    metric: the metric compared.
+    confidence: level of the t intervals.
+
+  Returns:
+    (step, comparison) pair-major, steps ascending.
+  """
+  at: dict[int, list[Mapping[str, Any]]] = {}
+  for row in curves:
+    at.setdefault(int(row["step"]), []).append(row)
+  found = []
+  for a, b in dict.fromkeys(pairs):
+    for step in sorted(at):
+      if {a, b} <= {row["config"] for row in at[step]}:
+        found.append((step, paired_differences(at[step], metric, a, b, confidence=confidence)))
+  return found
+
+
+def _steps_table(found: Sequence[tuple[int, PairedDifference]]) -> str:
+  level = f"{found[0][1].result.confidence:.0%}" if found else "95%"
+  header = ["A", "B", "step", "n", "mean A", "mean B", "mean diff", f"{level} t interval", "p"]
+  lines = ["| " + " | ".join(header + ["MDE (80%)"]) + " |", "|" + "---|" * (len(header) + 1)]
+  for step, c in found:
+    cells = [c.arm_a, c.arm_b, str(step), str(c.n), _number(np.mean(c.values_a))]
+    cells += [_number(np.mean(c.values_b)), _number(c.mean_diff, sign=True)]
+    cells.append(f"[{_number(c.ci[0], sign=True)}, {_number(c.ci[1], sign=True)}]")
+    cells += [_p(c.result.p), _number(c.mde)]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _steps_csv(found: Sequence[tuple[int, PairedDifference]]) -> str:
+  text = io.StringIO()
+  writer = csv.writer(text)
+  writer.writerow(
+    ["arm_a", "arm_b", "metric", "step", "n", "mean_a", "mean_b", "mean_diff", "sd_diff"]
+    + ["ci_low", "ci_high", "confidence", "p", "mde"]
+  )
+  for step, c in found:
+    means = [float(np.mean(c.values_a)), float(np.mean(c.values_b)), c.mean_diff, c.result.sd]
+    writer.writerow(
+      [c.arm_a, c.arm_b, c.metric, step, c.n, *means, *c.ci, c.result.confidence, c.result.p, c.mde]
+    )
+  return text.getvalue()
+
+
 def _paired_plot(comparisons: Sequence[PairedDifference]) -> bytes:
   """PNG, one row per metric: per-seed lines from A to B; per-seed and mean A - B with its CI."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -275,9 +335,12 @@ def write_paired(
   metrics: Sequence[str] = PLOT_METRICS,
   declared: str = "",
   confidence: float = 0.95,
+  curves: Sequence[Mapping[str, Any]] = (),
 ) -> list[PairedDifference]:
   """The primary family (Holm-adjusted, with verdicts) and the exploratory comparisons (every
   metric of `metrics`, raw p, no verdict); writes paired.md, paired.csv and one PNG per pair.
+  Given `curves`, also every pair on `primary_metric` at each evaluation step (exploratory; in
+  paired.md and paired_steps.csv).
 
   Args:
     rows: rows of `collect`, one per run.
@@ -288,6 +351,7 @@ def write_paired(
     metrics: the exploratory comparisons' metrics.
     declared: where and when the family was declared (printed above its table).
     confidence: level of the t intervals.
+    curves: one row per (run, evaluation step) (`records.step_rows`), or none.
 
   Returns:
     The comparisons: the primary family, then the exploratory ones pair-major.
@@ -313,6 +377,15 @@ def write_paired(
       + "## Exploratory (raw p, not adjusted for multiplicity; no verdicts)\n\n"
       + paired_table(others)
     )
+  steps = by_step(curves, [*primary, *exploratory], primary_metric, confidence=confidence)
+  if steps:
+    text += (
+      ("\n" if text else "")
+      + f"## Exploratory: {steps[0][1].metric} at each evaluation step (raw p, no verdicts)\n\n"
+      + _steps_table(steps)
+    )
+    table = _steps_csv(steps)
+    atomic_write(os.path.join(out, "paired_steps.csv"), lambda f: f.write(table), text=True)
   atomic_write(os.path.join(out, "paired.md"), lambda f: f.write(text), text=True)
   table = _paired_csv(family + others)
   atomic_write(os.path.join(out, "paired.csv"), lambda f: f.write(table), text=True)

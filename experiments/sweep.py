@@ -456,13 +456,14 @@ def write_results(
   if source in ("records", "workdirs"):
     aggregate.write_results(root, out, rows=rows, curves=curves)
   if spec is not None and rows:
-    _write_comparisons(rows, out, spec, planned)
+    _write_comparisons(rows, curves, out, spec, planned)
   if traversals:
     aggregate.write_traversals(root, out, traversals)
 
 
 def _write_comparisons(
   rows: list[dict[str, Any]],
+  curves: list[dict[str, Any]],
   out: str,
   spec: studies.Study,
   planned: Mapping[Run, int],
@@ -490,6 +491,7 @@ def _write_comparisons(
       exploratory=pairs,
       metrics=spec.metrics,
       declared=spec.declared,
+      curves=curves,
     )
 
 

@@ -180,3 +180,49 @@ def test_cli_writes_the_family_and_the_exploratory_rows(tmp_path, capsys):
   with pytest.raises(SystemExit):
     aggregate.main([f"--root={root}", f"--out={out}", f"--primary={five}"])
   assert "at most 4" in capsys.readouterr().err
+
+
+def test_each_pair_is_compared_at_each_step_on_that_steps_values_only(tmp_path, rng):
+  # A - B is +0.0 at step 1000, +0.1 at step 2000 and +0.3 at step 5000, plus per-seed noise;
+  # B has no run at step 5000 for seed 4, and arm C only reached step 1000.
+  noise = {s: float(v) for s, v in enumerate(rng.normal(0, 0.01, 5))}
+  shift = {1000: 0.0, 2000: 0.1, 5000: 0.3}
+  curves = []
+  for seed in range(5):
+    for step, delta in shift.items():
+      base = 0.2 + 0.05 * seed + step / 1e5
+      curves.append(
+        {"config": "A", "seed": seed, "step": step, _METRIC: base + delta + noise[seed]}
+      )
+      if not (step == 5000 and seed == 4):
+        curves.append({"config": "B", "seed": seed, "step": step, _METRIC: base})
+  curves.append({"config": "C", "seed": 0, "step": 1000, _METRIC: 0.5})
+  found = paired.by_step(curves[::-1], [("A", "B"), ("A", "C"), ("A", "B")], _METRIC)
+  assert [(c.arm_b, step, c.n) for step, c in found] == [
+    ("B", 1000, 5),
+    ("B", 2000, 5),
+    ("B", 5000, 4),
+    ("C", 1000, 1),
+  ]
+  for step, c in found[:3]:
+    expected = [shift[step] + noise[s] for s in c.seeds]
+    np.testing.assert_allclose(c.differences, expected, atol=1e-12)
+    assert c.family == "exploratory" and c.unpaired_seeds == ((4,) if step == 5000 else ())
+
+  rows = [dict(r) for r in curves if r["step"] == 5000]
+  paired.write_paired(
+    rows, str(tmp_path), exploratory=[("A", "B")], metrics=[_METRIC], curves=curves
+  )
+  text = open(tmp_path / "paired.md").read()
+  assert f"## Exploratory: {_METRIC} at each evaluation step" in text
+  assert "| A | B | 2000 | 5 |" in text
+  with open(tmp_path / "paired_steps.csv") as f:
+    written = list(csv.DictReader(f))
+  assert [(r["arm_b"], int(r["step"]), int(r["n"])) for r in written] == [
+    ("B", 1000, 5),
+    ("B", 2000, 5),
+    ("B", 5000, 4),
+  ]
+  assert float(written[2]["mean_diff"]) == pytest.approx(
+    0.3 + np.mean([noise[s] for s in range(4)])
+  )
