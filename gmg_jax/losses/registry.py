@@ -308,13 +308,17 @@ def register_objective(
   min_batch_size: int = 1,
   choices: Mapping[str, Collection[Any]] | None = None,
   ranges: Mapping[str, Range] | None = None,
+  critic: Critic | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
   """Registers `fn(inputs, **hyperparameters) -> (value, aux)` as objective `name`.
 
   `value` is the objective's prior term: the loss adds the Bernoulli reconstruction (when
   `uses_decoder`), HFS and the regularizer. Its hyperparameters are `config.objective.<name>`
   (keyword defaults; unknown fields refused before the run writes anything); `choices` and
-  `ranges` are keyed by hyperparameter; `variable` defaults to the float ones.
+  `ranges` are keyed by hyperparameter; `variable` defaults to the float ones. With a `critic`
+  (a second network trained beside the VAE, as FactorVAE's discriminator), `inputs.critic` is
+  that network; `fn`'s gradient reaches the VAE only, and the trainer updates the critic on its
+  own loss in the same step.
 
   Returns:
     A decorator that registers `fn` and returns it unchanged.
@@ -334,6 +338,7 @@ def register_objective(
       min_batch_size=min_batch_size,
       choices={f"{name}.{k}": v for k, v in (choices or {}).items()},
       ranges={f"{name}.{k}": v for k, v in (ranges or {}).items()},
+      critic=critic,
       source=fn,
     )
     return fn
