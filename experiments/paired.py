@@ -240,13 +240,14 @@ def by_step(
   *,
   confidence: float = 0.95,
 ) -> list[tuple[int, PairedDifference]]:
-  """Each pair on `metric` at each evaluation step where both arms have runs (exploratory): how
-  the difference evolves with training.
+  """Each pair on `metric` at each evaluation step where both arms have runs with the metric
+  (exploratory): how the difference evolves with training.
 
   Args:
     curves: one row per (run, evaluation step) ("config", "seed", "step" and metric columns;
       `records.step_rows`).
-    pairs: (A, B) config names; a pair is compared at the steps both of its arms reached.
+    pairs: (A, B) config names; a pair is compared at the steps where both of its arms have the
+      metric (a step without it, e.g. one evaluated with other metrics, is skipped).
     metric: the metric compared.
     confidence: level of the t intervals.
 
@@ -257,9 +258,11 @@ def by_step(
   for row in curves:
     at.setdefault(int(row["step"]), []).append(row)
   found = []
+  keys = (metric, metric.replace(".", "/"))
   for a, b in dict.fromkeys(pairs):
     for step in sorted(at):
-      if {a, b} <= {row["config"] for row in at[step]}:
+      have = {r["config"] for r in at[step] if any(k in r and r[k] == r[k] for k in keys)}
+      if {a, b} <= have:
         found.append((step, paired_differences(at[step], metric, a, b, confidence=confidence)))
   return found
 
@@ -339,8 +342,8 @@ def write_paired(
 ) -> list[PairedDifference]:
   """The primary family (Holm-adjusted, with verdicts) and the exploratory comparisons (every
   metric of `metrics`, raw p, no verdict); writes paired.md, paired.csv and one PNG per pair.
-  Given `curves`, also every pair on `primary_metric` at each evaluation step (exploratory; in
-  paired.md and paired_steps.csv).
+  Given `curves`, also every pair at each evaluation step (exploratory; in paired.md and
+  paired_steps.csv), on `primary_metric` when there is a primary family, else on `metrics[0]`.
 
   Args:
     rows: rows of `collect`, one per run.
@@ -377,7 +380,8 @@ def write_paired(
       + "## Exploratory (raw p, not adjusted for multiplicity; no verdicts)\n\n"
       + paired_table(others)
     )
-  steps = by_step(curves, [*primary, *exploratory], primary_metric, confidence=confidence)
+  step_metric = primary_metric if primary else metrics[0] if metrics else primary_metric
+  steps = by_step(curves, [*primary, *exploratory], step_metric, confidence=confidence)
   if steps:
     text += (
       ("\n" if text else "")

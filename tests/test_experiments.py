@@ -415,6 +415,10 @@ def test_sweep_cli_runs_a_real_tiny_study_as_one_program_then_skips_it(tmp_path,
   ]
   with open(tmp_path / "results" / "tiny" / "paired.csv") as f:
     assert [int(r["n"]) for r in csv.DictReader(f)] == [2]
+  # No primary family: the pair at each step on the study's first metric.
+  with open(tmp_path / "results" / "tiny" / "paired_steps.csv") as f:
+    by_step = [(r["metric"], int(r["step"]), int(r["n"])) for r in csv.DictReader(f)]
+  assert by_step == [("mig/discrete_mig", 2, 2), ("mig/discrete_mig", 4, 2)]
   # Each run's record (committed in a real study): the evaluations at eval.at_steps and the end.
   saved = records.read(str(tmp_path / "results" / "tiny" / "runs"))
   assert [(r["config"], r["seed"]) for r in saved] == [

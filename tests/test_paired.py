@@ -197,6 +197,8 @@ def test_each_pair_is_compared_at_each_step_on_that_steps_values_only(tmp_path, 
       if not (step == 5000 and seed == 4):
         curves.append({"config": "B", "seed": seed, "step": step, _METRIC: base})
   curves.append({"config": "C", "seed": 0, "step": 1000, _METRIC: 0.5})
+  for arm in "AB":  # A step evaluated with another metric only: skipped.
+    curves.append({"config": arm, "seed": 0, "step": 3000, "mig/discrete_mig": 0.1})
   found = paired.by_step(curves[::-1], [("A", "B"), ("A", "C"), ("A", "B")], _METRIC)
   assert [(c.arm_b, step, c.n) for step, c in found] == [
     ("B", 1000, 5),
