@@ -21,8 +21,6 @@ MARK = "<!-- runnable -->"
 README = os.path.join(ROOT, "README.md")
 PAGES = [README, *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 MAX_README_LINES = 300
-# Written by the results owner (issue 29); until it lands, links to it may dangle.
-PENDING = {os.path.join(ROOT, "docs", "results.md")}
 # A block that starts one of these trains (or may): slow.
 _TRAINS = re.compile(r"gmg_jax\.main(?! --help)|launch_multigpu\.sh|sweep\.py .*--run\b")
 _FENCE = re.compile(r"^\s*```")
@@ -121,8 +119,7 @@ def test_relative_links_point_to_files_and_headings(page):
   broken = []
   for path, fragment in _links(page):
     if not os.path.exists(path):
-      if path not in PENDING:
-        broken.append(_relative(path))
+      broken.append(_relative(path))
     elif fragment and path.endswith(".md") and fragment not in _anchors(path):
       broken.append(f"{_relative(path)}#{fragment}")
   assert not broken, f"{_relative(page)} links to what is not there: {broken}"
